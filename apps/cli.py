@@ -7,17 +7,29 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import platform
 import sys
+from pathlib import Path
 
 import typer
 
 from ..shared import cli
 
-# app name -> (module with the app's typer `app`, one-line description)
-APPS = {
-    "sentiment": ("dlapps.apps.sentiment.cli", "text classification with a BiLSTM over raw strings"),
-}
+
+def discover_apps() -> dict[str, tuple[str, str]]:
+    """app name -> (its cli module, one-line description): every folder in apps/ with a cli.py,
+    described by the first line of its package docstring. Adding an app needs no edit here."""
+    found = {}
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if module.ispkg and (Path(__file__).parent / module.name / "cli.py").exists():
+            package = importlib.import_module(f"{__package__}.{module.name}")
+            summary = (package.__doc__ or "").strip().splitlines()[0] if package.__doc__ else module.name
+            found[module.name] = (f"{__package__}.{module.name}.cli", summary.split(": ", 1)[-1])
+    return dict(sorted(found.items()))
+
+
+APPS = discover_apps()
 
 app = cli.make_app(
     "dlapps: deep-learning task apps behind one grammar, `dlapps APP MODE [OPTIONS]`.\n\n"

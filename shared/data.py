@@ -118,15 +118,17 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     map_fn: Callable | None = None,
+    batch_map_fn: Callable | None = None,
     padded: bool = False,
     padding_values=None,
     cache: bool = False,
     drop_remainder: bool = False,
 ):
-    """from_tensor_slices -> [shuffle] -> [map] -> [cache] -> batch or padded_batch -> prefetch.
+    """from_tensor_slices -> [shuffle] -> [map] -> [cache] -> batch or padded_batch -> [batch map] -> prefetch.
 
     `features` may be an array, a list of strings or a dict named after the model's keras.Input
-    layers; `map_fn` turns one example into tensors (decode an image, cut audio, tokenise a pair).
+    layers; `map_fn` turns one example into tensors (decode an image, cut audio, tokenise a pair);
+    `batch_map_fn` works on whole batches (a model's preprocessor: tokenise and pad per batch).
     """
     import tensorflow as tf
 
@@ -139,6 +141,7 @@ def make_dataset(
         shuffle_buffer=len(labels if labels is not None else _first_leaf(features)),
         seed=seed,
         map_fn=map_fn,
+        batch_map_fn=batch_map_fn,
         padded=padded,
         padding_values=padding_values,
         cache=cache,
@@ -154,6 +157,7 @@ def batch_dataset(
     shuffle_buffer: int = 10_000,
     seed: int = 0,
     map_fn: Callable | None = None,
+    batch_map_fn: Callable | None = None,
     padded: bool = False,
     padding_values=None,
     cache: bool = False,
@@ -172,6 +176,8 @@ def batch_dataset(
         dataset = dataset.padded_batch(batch_size, padding_values=padding_values, drop_remainder=drop_remainder)
     else:
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if batch_map_fn is not None:
+        dataset = dataset.map(batch_map_fn, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

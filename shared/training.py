@@ -103,6 +103,10 @@ class Run:
         """An unfinished run: BackupAndRestore state and the initial model to restore it into."""
         return self.backup_dir.is_dir() and self.initial_path.exists()
 
+    def stage_done(self, stage: str) -> bool:
+        """Whether a named stage of a multi-stage run (say, classify's frozen-backbone phase) finished."""
+        return (self.checkpoint_dir / f"{stage}.done").exists()
+
     @classmethod
     def start(cls, app: str, config) -> "Run":
         """Checks --resume against the folder's state and writes config.json."""
@@ -192,20 +196,31 @@ def fit(
     mode: str = "min",
     callbacks: tuple = (),
     steps_per_epoch: int | None = None,
+    epochs: int | None = None,
+    stage: str = "",
+    final: bool = True,
     verbose: int | None = None,
 ) -> dict:
     """model.fit with the shared callbacks; promotes the best checkpoint to model.keras at the end
-    and writes history.csv, curves.png and metrics.json. Returns the metrics as plain Python."""
+    and writes history.csv, curves.png and metrics.json. Returns the metrics as plain Python.
+
+    Multi-stage training (e.g. a frozen backbone, then fine-tuning) calls fit once per `stage`
+    with ``final=False`` for all but the last: each stage has its own resumable backup, history
+    is appended, the best checkpoint is compared across stages, and only the final stage promotes
+    it to model.keras. ``run.stage_done(stage)`` tells a resumed run which stages to skip.
+    """
     import keras
 
     BestCheckpoint = _keras_callbacks()
     if val_data is None and monitor.startswith("val_"):
         monitor = monitor[len("val_") :]
     best = BestCheckpoint(run, monitor, mode)
+    backup_dir = run.backup_dir / stage if stage else run.backup_dir
+    append = bool(config.resume) or any(run.checkpoint_dir.glob("*.done"))
     shared_callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.backup_dir), double_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
         best,
-        keras.callbacks.CSVLogger(str(run.history_path), append=bool(config.resume)),
+        keras.callbacks.CSVLogger(str(run.history_path), append=append),
         keras.callbacks.TensorBoard(str(run.dir / "logs"), write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
@@ -219,12 +234,18 @@ def fit(
     model.fit(
         train_data,
         validation_data=val_data,
-        epochs=config.epochs,
+        epochs=epochs or config.epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=shared_callbacks + list(callbacks),
+        shuffle=False,  # input pipelines shuffle themselves (seeded), see shared.data
         verbose=verbose,
     )
     seconds = time.time() - started
+    if not final:
+        (run.checkpoint_dir / f"{stage}.done").write_text("")
+        return {"stage": stage, "best_value": best.best, "best_epoch": best.best_epoch, "train_seconds": round(seconds, 2)}
+    if stage:
+        shutil.rmtree(run.backup_dir, ignore_errors=True)
     if not run.best_path.exists():  # e.g. every epoch produced NaN: keep the last weights rather than nothing
         save_model(model, run.best_path)
     os.replace(run.best_path, run.model_path)

@@ -19,15 +19,24 @@ from .model import SentimentClassifier, build_vocabulary  # also registers the c
 APP = "sentiment"
 
 
-def _datasets(splits, config):
+def _datasets(splits, config, preprocessor):
+    """(token ids, label index) batches: tokenisation runs in tf.data, not in the training step."""
     label_index = {name: i for i, name in enumerate(splits.label_names)}
 
     def encode(part):
         return np.asarray(part.texts, dtype=object), np.asarray([label_index[y] for y in part.labels], dtype=np.int32)
 
-    train = data_lib.make_dataset(*encode(splits.train), batch_size=config.batch_size, shuffle=True, seed=config.seed)
-    val = data_lib.make_dataset(*encode(splits.val), batch_size=config.batch_size) if len(splits.val) else None
+    def tokenize(texts, labels):
+        return preprocessor(texts), labels
+
+    common = dict(batch_size=config.batch_size, batch_map_fn=tokenize)
+    train = data_lib.make_dataset(*encode(splits.train), shuffle=True, seed=config.seed, **common)
+    val = data_lib.make_dataset(*encode(splits.val), **common) if len(splits.val) else None
     return train, val
+
+
+def _text_batches(texts, preprocessor, batch_size=256):
+    return data_lib.make_dataset(np.asarray(texts, dtype=object), batch_size=batch_size, batch_map_fn=preprocessor)
 
 
 def train(config: SentimentConfig) -> dict:
@@ -70,7 +79,7 @@ def train(config: SentimentConfig) -> dict:
         )
     print(f"Training on {len(splits.train)} texts, validating on {len(splits.val)}; "
           f"labels {splits.label_names}; {describe(strategy)}")
-    train_ds, val_ds = _datasets(splits, config)
+    train_ds, val_ds = _datasets(splits, config, model.preprocessor)
     metrics = training.fit(model, train_ds, val_ds, run, config, monitor="val_accuracy", mode="max")
     metrics.update(train_size=len(splits.train), val_size=len(splits.val), labels=splits.label_names)
     training.write_json(run.metrics_path, metrics)
@@ -80,7 +89,7 @@ def train(config: SentimentConfig) -> dict:
 def predict(model_dir: str | Path, texts: list[str], model=None) -> list[dict]:
     """Label and probability for each text, plus every class's probability."""
     model = model or training.load_model(model_dir, APP)
-    probabilities = model.predict(np.asarray(texts, dtype=object), batch_size=256, verbose=0)
+    probabilities = model.predict(_text_batches(texts, model.preprocessor), verbose=0)
     results = []
     for text, row in zip(texts, probabilities):
         best = int(np.argmax(row))
@@ -144,7 +153,7 @@ def export(model_dir: str | Path, out: str | Path | None = None) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serving_default(text):
-        probabilities = model(text, training=False)
+        probabilities = model.classify_texts(text)
         best = tf.argmax(probabilities, axis=-1)
         return {
             "label": tf.gather(labels, best),

@@ -1,7 +1,8 @@
-"""The sentiment model: raw strings in, class probabilities out.
+"""The sentiment model: a BiLSTM classifier over token ids, with its text preprocessor attached.
 
-TextVectorization lives inside the model, so the saved .keras file and the exported SavedModel
-take the same raw text that ``predict`` does, with no separate preprocessing to keep in step.
+Training runs the preprocessor in tf.data (strings never enter the distributed training step,
+which keeps MirroredStrategy/TPU happy and tokenises in parallel); ``predict`` and the exported
+SavedModel chain preprocessor and classifier, so both take raw strings.
 """
 
 from __future__ import annotations
@@ -9,15 +10,35 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ...shared.layers import MaskedPooling, Truncate
+from ...shared.layers import MaskedPooling
+
+STANDARDIZE = "lower_and_strip_punctuation"
+
+
+@keras.saving.register_keras_serializable(package="dlapps.sentiment")
+class TextPreprocessor(layers.Layer):
+    """Raw strings -> int token ids: lower-case, strip punctuation, split on whitespace, look up
+    `vocabulary` (0 = padding, 1 = out of vocabulary), keep the first `max_length` tokens."""
+
+    def __init__(self, vocabulary, max_length=100, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary = list(vocabulary)
+        self.max_length = int(max_length)
+        self.vectorizer = layers.TextVectorization(standardize=STANDARDIZE, vocabulary=self.vocabulary, name="vectorizer")
+
+    def call(self, texts):
+        return self.vectorizer(texts)[:, : self.max_length]
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary": self.vocabulary, "max_length": self.max_length}
 
 
 @keras.saving.register_keras_serializable(package="dlapps.sentiment")
 class SentimentClassifier(keras.Model):
-    """BiLSTM text classifier over a fixed vocabulary.
+    """BiLSTM text classifier.
 
     Args:
-        vocabulary: tokens of the TextVectorization layer (without the padding and OOV entries).
+        vocabulary: tokens of the preprocessor (without the padding and OOV entries).
         labels: class names; the output has one probability per name.
         embedding_dim: word vector size.
         lstm_units: units of each stacked bidirectional LSTM.
@@ -38,9 +59,7 @@ class SentimentClassifier(keras.Model):
         **kwargs,
     ):
         # === Layers ===
-        vectorizer = layers.TextVectorization(
-            standardize="lower_and_strip_punctuation", vocabulary=list(vocabulary), name="vectorizer"
-        )
+        preprocessor = TextPreprocessor(vocabulary, max_length, name="preprocessor")
         embedding = layers.Embedding(len(vocabulary) + 2, embedding_dim, mask_zero=True, name="token_embedding")
         recurrent = [
             layers.Bidirectional(layers.LSTM(units, return_sequences=True), name=f"bilstm_{i}")
@@ -48,9 +67,8 @@ class SentimentClassifier(keras.Model):
         ]
 
         # === Functional Model ===
-        text = keras.Input(shape=(), dtype="string", name="text")
-        x = Truncate(max_length, name="truncate")(vectorizer(text))
-        x = embedding(x)
+        token_ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
+        x = embedding(token_ids)
         x = layers.SpatialDropout1D(dropout, name="embedding_dropout")(x)
         for layer in recurrent:
             x = layer(x)
@@ -58,9 +76,10 @@ class SentimentClassifier(keras.Model):
         x = layers.Dropout(dropout, name="classifier_dropout")(x)
         # float32 output keeps softmax stable under mixed precision.
         probabilities = layers.Dense(len(labels), activation="softmax", dtype="float32", name="classifier")(x)
-        super().__init__(inputs=text, outputs=probabilities, **kwargs)
+        super().__init__(inputs=token_ids, outputs=probabilities, **kwargs)
 
         # === Config ===
+        self.preprocessor = preprocessor
         self.vocabulary = list(vocabulary)
         self.labels = list(labels)
         self.embedding_dim = embedding_dim
@@ -86,9 +105,13 @@ class SentimentClassifier(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
+    def classify_texts(self, texts):
+        """Raw strings (a 1-D string tensor) -> class probabilities, in one graph."""
+        return self(self.preprocessor(texts), training=False)
+
 
 def build_vocabulary(texts, max_tokens: int) -> list[str]:
-    """The most frequent tokens of `texts` after the model's own standardisation, most frequent first."""
-    adapter = layers.TextVectorization(max_tokens=max_tokens, standardize="lower_and_strip_punctuation")
+    """The most frequent tokens of `texts` after the preprocessor's standardisation, most frequent first."""
+    adapter = layers.TextVectorization(max_tokens=max_tokens, standardize=STANDARDIZE)
     adapter.adapt(list(texts), batch_size=1024)
     return [token for token in adapter.get_vocabulary() if token not in ("", "[UNK]")]

@@ -1,0 +1,99 @@
+"""Helpers every app's tests call with keyword arguments: run the CLI in-process and as a
+subprocess, check one-line errors, and load an exported SavedModel in a fresh Python process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+# TensorFlow's C++ logging stays out of the captured output of subprocesses.
+QUIET_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "0"}
+
+
+def run_cli(*args: str, input: str | None = None):
+    """`dlapps ARGS` through typer's CliRunner; returns the click Result (stdout, stderr, exit_code)."""
+    from dlapps.apps.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def run_subprocess(*args: str, input: str | None = None, env: dict | None = None, timeout: int = 300, cwd=None):
+    """`python -m dlapps.apps ARGS` in a new process, as a user's shell would run `dlapps`."""
+    return subprocess.run(
+        [sys.executable, "-m", "dlapps.apps", *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**QUIET_ENV, **(env or {})},
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def assert_ok(result) -> None:
+    output = getattr(result, "output", "") or getattr(result, "stdout", "")
+    stderr = result.stderr or ""
+    code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    exception = getattr(result, "exception", None)
+    assert code == 0, f"exit {code}\nstdout:\n{output}\nstderr:\n{stderr}\nexception: {exception!r}"
+
+
+def assert_user_error(result, *fragments: str) -> str:
+    """Exit status 2, no traceback, and exactly one line on stderr that contains every fragment."""
+    code = getattr(result, "exit_code", getattr(result, "returncode", None))
+    stderr = (result.stderr or "").strip()
+    assert code == 2, f"expected exit 2, got {code}\nstdout: {result.stdout}\nstderr: {stderr}"
+    assert "Traceback" not in stderr and "Traceback" not in (result.stdout or ""), stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def saved_model_outputs(path: str | Path, inputs: dict, signature: str = "serving_default") -> dict:
+    """Calls a SavedModel signature in a fresh Python process that imports only TensorFlow (never
+    dlapps), as TF Serving would; `inputs` maps argument names to JSON-able lists. Returns lists."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import tensorflow as tf
+        assert not any(m == "dlapps" or m.startswith("dlapps.") for m in sys.modules)
+        loaded = tf.saved_model.load({str(path)!r})
+        function = loaded.signatures[{signature!r}]
+        specs = function.structured_input_signature[1]
+        inputs = json.loads(sys.stdin.read())
+        tensors = {{name: tf.constant(value, dtype=specs[name].dtype) for name, value in inputs.items()}}
+        outputs = function(**tensors)
+        def plain(t):
+            value = t.numpy()
+            if value.dtype == object:
+                return [v.decode("utf-8") for v in value.reshape(-1)] if value.ndim else value.decode("utf-8")
+            return value.tolist()
+        assert not any(m == "dlapps" or m.startswith("dlapps.") for m in sys.modules)
+        print(json.dumps({{name: plain(t) for name, t in outputs.items()}}))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(inputs),
+        capture_output=True,
+        text=True,
+        env=QUIET_ENV,
+        timeout=300,
+        cwd="/",  # away from the checkout: nothing of the project is importable by accident
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def snapshot(folder: str | Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes: to show that a failed command changed nothing."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
