@@ -38,6 +38,7 @@ class TrainConfig:
     seed: int = option(0, "seed for splits, shuffling and weight initialisation")
     val_fraction: float = option(0.1, "share of the data held out for validation when no validation split exists")
     patience: int = option(0, "stop after this many epochs without validation improvement (0: never)")
+    max_minutes: float = option(0.0, "stop training after this many minutes; the best epoch so far is kept (0: no limit)")
     strategy: str = option("auto", "tf.distribute strategy", choices=STRATEGIES)
     mixed_precision: bool = option(False, "compute in bfloat16 (CPU/TPU) or float16 (GPU), keep weights in float32")
     resume: bool = option(False, "continue an interrupted run in --out from its last completed epoch")

@@ -182,7 +182,18 @@ def _keras_callbacks():
                 save_model(self.model, self.run.best_path)
                 write_json(self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch})
 
-    return BestCheckpoint
+    class TimeLimit(keras.callbacks.Callback):
+        """Stops training once `minutes` have passed (checked after every batch)."""
+
+        def __init__(self, minutes: float):
+            super().__init__()
+            self.deadline = time.time() + 60 * minutes
+
+        def on_train_batch_end(self, batch, logs=None):
+            if time.time() > self.deadline:
+                self.model.stop_training = True
+
+    return BestCheckpoint, TimeLimit
 
 
 def fit(
@@ -211,7 +222,7 @@ def fit(
     """
     import keras
 
-    BestCheckpoint = _keras_callbacks()
+    BestCheckpoint, TimeLimit = _keras_callbacks()
     if val_data is None and monitor.startswith("val_"):
         monitor = monitor[len("val_") :]
     best = BestCheckpoint(run, monitor, mode)
@@ -224,6 +235,8 @@ def fit(
         keras.callbacks.TensorBoard(str(run.dir / "logs"), write_graph=False, profile_batch=0),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if getattr(config, "max_minutes", 0) > 0:
+        shared_callbacks.append(TimeLimit(config.max_minutes))
     if config.patience > 0:
         shared_callbacks.append(
             keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience)

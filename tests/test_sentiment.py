@@ -199,3 +199,16 @@ def test_errors_as_a_subprocess_have_no_traceback_and_verbose_shows_one(tmp_path
     assert_user_error(quiet, "no trained model here")
     loud = run_subprocess("sentiment", "predict", "good", "-m", tmp_path / "nothing", "--verbose")
     assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_mixed_precision_and_time_budget(tmp_path):
+    out = tmp_path / "run"
+    # A budget of a fraction of a second stops within the first epoch; the model is still saved.
+    result = run_cli("sentiment", "train", "--out", out, "--epochs", "50", "--max-minutes", "0.001", "--mixed-precision", *TINY)
+    assert_ok(result)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1
+    config = json.loads((out / "model.keras").exists() and (out / "config.json").read_text())
+    assert config["mixed_precision"] is True
+    predicted = json.loads(run_cli("sentiment", "predict", "the plot was great", "-m", out, "--json").output)
+    assert abs(sum(predicted["probabilities"].values()) - 1) < 1e-3
