@@ -57,9 +57,15 @@ def assert_user_error(result, *fragments: str) -> str:
     return lines[0]
 
 
-def saved_model_outputs(path: str | Path, inputs: dict, signature: str = "serving_default") -> dict:
+def saved_model_outputs(path: str | Path, inputs: dict, signature: str = "serving_default", binary: tuple = ()) -> dict:
     """Calls a SavedModel signature in a fresh Python process that imports only TensorFlow (never
-    dlapps), as TF Serving would; `inputs` maps argument names to JSON-able lists. Returns lists."""
+    dlapps), as TF Serving would; `inputs` maps argument names to JSON-able lists. Returns lists.
+    Inputs named in `binary` are lists of bytes (encoded images, audio): sent as base64, passed on
+    as raw bytes, as TF Serving does with {"b64": ...}."""
+    import base64
+
+    inputs = {name: [base64.b64encode(v).decode("ascii") for v in value] if name in binary else value
+              for name, value in inputs.items()}
     script = textwrap.dedent(
         f"""
         import json, sys
@@ -69,6 +75,9 @@ def saved_model_outputs(path: str | Path, inputs: dict, signature: str = "servin
         function = loaded.signatures[{signature!r}]
         specs = function.structured_input_signature[1]
         inputs = json.loads(sys.stdin.read())
+        import base64
+        for name in {tuple(binary)!r}:
+            inputs[name] = [base64.b64decode(v) for v in inputs[name]]
         tensors = {{name: tf.constant(value, dtype=specs[name].dtype) for name, value in inputs.items()}}
         outputs = function(**tensors)
         def plain(t):
