@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,7 @@ def check_config(config: CharLMConfig) -> None:
         (not 0 <= config.dropout < 1, f"--dropout must be in [0, 1), got {config.dropout}"),
         (config.min_count < 1, f"--min-count must be at least 1, got {config.min_count}"),
         (config.minutes < 0, f"--minutes must be 0 (no limit) or more, got {config.minutes}"),
+        (not 0 < config.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {config.lr_decay}"),
         (config.clip_norm <= 0, f"--clip-norm must be positive, got {config.clip_norm}"),
         (config.arch == "transformer" and (config.num_layers < 1 or config.num_heads < 1 or config.embedding_dim % config.num_heads),
          f"--embedding-dim ({config.embedding_dim}) must be a multiple of --num-heads ({config.num_heads}), both and --num-layers positive"),
@@ -112,8 +114,10 @@ def train(config: CharLMConfig) -> dict:
           f"vocabulary {model.vocabulary_size} (with OOV); {config.arch}, {model.count_params():,} parameters; {describe(strategy)}")
     train_ds = _window_batches(splits.train, config, model.preprocessor, training_set=True)
     val_ds = _window_batches(splits.val, config, model.preprocessor, training_set=False) if len(splits.val) > 1 else None
-    callbacks = (_time_limit(config.minutes),) if config.minutes > 0 else ()
-    metrics = training.fit(model, train_ds, val_ds, run, config, callbacks=callbacks)
+    callbacks = [_time_limit(config.minutes)] if config.minutes > 0 else []
+    if val_ds is not None and config.lr_decay < 1:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=config.lr_decay, patience=0, min_lr=1e-5, verbose=1))
+    metrics = training.fit(model, train_ds, val_ds, run, config, callbacks=tuple(callbacks))
     if val_ds is not None:
         best = training.load_model(run.dir, APP)
         scored = score_text(best, splits.val)
@@ -125,6 +129,8 @@ def train(config: CharLMConfig) -> dict:
 
 # --- scoring -------------------------------------------------------------------------------------
 
+_compiled_scorers = weakref.WeakKeyDictionary()  # model -> its traced window_log_likelihood
+
 
 def score_text(model, text: str) -> dict:
     """Log-probability (nats), perplexity and bits per character of `text` under `model`, by the
@@ -134,7 +140,9 @@ def score_text(model, text: str) -> dict:
     if len(text) < 2:
         raise UserError(f"a text of {len(text)} character(s) has nothing to score: a language model predicts each character after the first")
     inputs, targets, weights = model.windows(model.preprocessor(tf.constant(text)))
-    log_likelihood = tf.function(model.window_log_likelihood, reduce_retracing=True)
+    if model not in _compiled_scorers:
+        _compiled_scorers[model] = tf.function(model.window_log_likelihood, reduce_retracing=True)
+    log_likelihood = _compiled_scorers[model]
     total = sum(
         float(log_likelihood(inputs[i : i + SCORE_BATCH], targets[i : i + SCORE_BATCH], weights[i : i + SCORE_BATCH]))
         for i in range(0, int(inputs.shape[0]), SCORE_BATCH)
@@ -261,13 +269,18 @@ def export(model_dir: str | Path, out: str | Path | None = None, top_k: int = 40
             tf.debugging.assert_less_equal(length, MAX_LENGTH, message=f"length must be at most {MAX_LENGTH}"),
         ]
 
-    @tf.function(input_signature=[scalar(tf.string, "prompt"), scalar(tf.int32, "length"), scalar(tf.float32, "temperature"),
+    prompts = tf.TensorSpec([None], tf.string, name="prompt")
+
+    @tf.function(input_signature=[prompts, scalar(tf.int32, "length"), scalar(tf.float32, "temperature"),
                                   scalar(tf.int32, "top_k"), scalar(tf.int64, "seed")])
     def generate_seeded(prompt, length, temperature, top_k, seed):
         with tf.control_dependencies(checked(length, temperature)):
-            return {"text": model.generate_graph(prompt, length, temperature, top_k, seed)}
+            text = tf.map_fn(  # one sampling loop per prompt: prompts differ in length
+                lambda one: model.generate_graph(one, length, temperature, top_k, seed), prompt, fn_output_signature=tf.string
+            )
+            return {"text": text}
 
-    @tf.function(input_signature=[scalar(tf.string, "prompt"), scalar(tf.int32, "length"), scalar(tf.float32, "temperature")])
+    @tf.function(input_signature=[prompts, scalar(tf.int32, "length"), scalar(tf.float32, "temperature")])
     def generate(prompt, length, temperature):
         seed = tf.random.uniform([], maxval=2**31 - 1, dtype=tf.int64)
         return generate_seeded(prompt, length, temperature, tf.constant(top_k), seed)
@@ -293,8 +306,8 @@ def export(model_dir: str | Path, out: str | Path | None = None, top_k: int = 40
         "version": int(path.name),
         "vocabulary_size": model.vocabulary_size,
         "signatures": {
-            "serving_default, generate": "(prompt: string, length: int32, temperature: float32) -> text: string",
-            "generate_seeded": "(prompt: string, length: int32, temperature: float32, top_k: int32, seed: int64) -> text: string",
+            "serving_default, generate": "(prompt: string[N], length: int32, temperature: float32) -> text: string[N]",
+            "generate_seeded": "(prompt: string[N], length: int32, temperature: float32, top_k: int32, seed: int64) -> text: string[N]",
             "score": "(text: string[N]) -> log_probability, perplexity, bits_per_character: float32[N], predicted_characters: int32[N]",
         },
     }

@@ -13,6 +13,7 @@ class CharLMConfig(TrainConfig):
     batch_size: int = option(64, "windows per step, summed over all devices", short="-b")
     learning_rate: float = option(2e-3, "Adam learning rate")
     val_fraction: float = option(0.1, "share of the text held out for validation: its last part")
+    lr_decay: float = option(0.5, "multiply the learning rate by this after an epoch without validation improvement (1: never)")
     minutes: float = option(0.0, "stop training after this many minutes, at the end of the running epoch's steps (0: no limit)")
     # --- data ---
     demo_chars: int = option(200_000, "characters of standard-library docstrings the demo trains on")

@@ -1,0 +1,156 @@
+"""Benchmark: charlm against the keras-io character LSTM, same text, same split, same time budget.
+
+    flock /tmp/dlapps-bench.lock python benchmarks/charlm.py --data ../shared/data/tinyshakespeare/input.txt --minutes 20
+
+Split: the first 90% of --data trains, the last 10% validates (the char-rnn / nanoGPT convention);
+--test PATH scores both models on a held-out text as well. Ours: `dlapps charlm train` with the
+options below, every position of 128-character windows predicted. Peer: the keras-io "character-level
+text generation with LSTM" configuration: one LSTM(128) over one-hot 40-character windows (step 3)
+predicting the next character, softmax, RMSprop(0.01), batch 128. Both train for --minutes each,
+one after the other, and are scored by the same definition: perplexity = exp(mean negative
+log-likelihood per predicted character); ours predicts each character after the first from the
+preceding characters of its 128-character window, the peer each character after the first 40 from
+the 40 before it (its fixed input). Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PEER_WINDOW, PEER_STEP = 40, 3
+
+
+def train_peer(train_text: str, vocabulary: list[str], minutes: float, seed: int):
+    """The keras-io reference, fed one-hot windows from tf.data (the same inputs as its
+    NumPy arrays, without holding 333k x 40 x V booleans in memory)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    index = {c: i for i, c in enumerate(vocabulary)}
+    ids = np.array([index[c] for c in train_text], dtype=np.int32)
+    starts = np.arange(0, len(ids) - PEER_WINDOW, PEER_STEP)
+    size = len(vocabulary)
+
+    def example(start):
+        window = tf.gather(ids, tf.range(start, start + PEER_WINDOW + 1))
+        return tf.one_hot(window[:-1], size), tf.one_hot(window[-1], size)
+
+    dataset = (tf.data.Dataset.from_tensor_slices(starts).shuffle(len(starts), seed=seed)
+               .map(example, num_parallel_calls=tf.data.AUTOTUNE).batch(128).prefetch(tf.data.AUTOTUNE))
+    model = keras.Sequential([keras.Input((PEER_WINDOW, size)), keras.layers.LSTM(128), keras.layers.Dense(size, activation="softmax")])
+    model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
+
+    from dlapps.apps.charlm.app import _time_limit
+
+    started = time.time()
+    history = model.fit(dataset, epochs=1000, callbacks=[_time_limit(minutes)], verbose=2)
+    return model, time.time() - started, len(history.history["loss"])
+
+
+def score_peer(model, text: str, vocabulary: list[str]) -> dict:
+    """Mean NLL of every character after the first 40 of `text`, each from the 40 before it."""
+    import tensorflow as tf
+
+    index = {c: i for i, c in enumerate(vocabulary)}
+    ids = np.array([index.get(c, -1) for c in text], dtype=np.int32)
+    if (ids < 0).any():
+        raise SystemExit(f"the peer's vocabulary lacks characters of this text: {sorted(set(c for c in text if c not in index))}")
+    size, total = len(vocabulary), 0.0
+    targets = np.arange(PEER_WINDOW, len(ids))
+    for begin in range(0, len(targets), 4096):
+        batch = targets[begin : begin + 4096]
+        windows = np.stack([ids[t - PEER_WINDOW : t] for t in batch])
+        probabilities = model.predict_on_batch(tf.one_hot(windows, size))
+        total += float(-np.log(np.maximum(probabilities[np.arange(len(batch)), ids[batch]], 1e-12)).sum())
+    nats = total / len(targets)
+    return {"perplexity": math.exp(nats), "bits_per_character": nats / math.log(2), "predicted_characters": len(targets)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="UTF-8 text; first 90%% trains, last 10%% validates")
+    parser.add_argument("--test", help="a held-out text both models are also scored on")
+    parser.add_argument("--minutes", type=float, default=20.0, help="training time for each model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="gru", choices=("lstm", "gru", "transformer"))
+    parser.add_argument("--units", default="512")
+    parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--sequence-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--out", default="", help="run folder for our model (default: a temporary folder)")
+    parser.add_argument("--skip-peer", action="store_true", help="train only ours (for tuning; no peer figure)")
+    args = parser.parse_args(argv)
+
+    from dlapps.apps.charlm import app as charlm
+    from dlapps.apps.charlm import data as charlm_data
+    from dlapps.apps.charlm.config import CharLMConfig
+    from dlapps.shared import training
+
+    text = charlm_data.read_file(Path(args.data))
+    splits = charlm_data.split_text(text, 0.1)
+    test_text = charlm_data.read_file(Path(args.test)) if args.test else None
+    out = args.out or tempfile.mkdtemp(prefix="charlm-bench-")
+
+    config = CharLMConfig(
+        data=args.data, out=out, epochs=1000, minutes=args.minutes, seed=args.seed, val_fraction=0.1, arch=args.arch,
+        units=[int(u) for u in args.units.split(",")], embedding_dim=args.embedding_dim, dropout=args.dropout,
+        sequence_length=args.sequence_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
+    )
+    metrics = charlm.train(config)
+    ours_seconds = metrics["train_seconds"]
+    model = training.load_model(out, "charlm")
+    ours_val = charlm.score_text(model, splits.val)
+    ours_test = charlm.score_text(model, test_text) if test_text else None
+    sample = charlm.generate(out, "ROMEO:", 300, temperature=0.8, top_k=40, seed=args.seed, model=model)["text"]
+
+    peer_val = peer_test = None
+    peer_seconds = peer_epochs = 0
+    if not args.skip_peer:
+        vocabulary = sorted(set(text) | set(test_text or ""))  # keras-io: every character of the corpus
+        peer, peer_seconds, peer_epochs = train_peer(splits.train, vocabulary, args.minutes, args.seed)
+        peer_val = score_peer(peer, splits.val, vocabulary)
+        peer_test = score_peer(peer, test_text, vocabulary) if test_text else None
+
+    print()
+    print(f"{'model':<52} {'val ppl':>8} {'val bpc':>8} {'test ppl':>9} {'train s':>8} {'epochs':>7}")
+    rows = [(f"ours: {args.arch} {args.units}, {args.sequence_length}-char windows", ours_val, ours_test, ours_seconds, metrics["epochs_run"])]
+    if peer_val:
+        rows.append(("peer: keras-io LSTM(128), 40-char windows, RMSprop", peer_val, peer_test, peer_seconds, peer_epochs))
+    for name, val, test, seconds, epochs in rows:
+        shown_test = f"{test['perplexity']:>9.3f}" if test else f"{'-':>9}"
+        print(f"{name:<52} {val['perplexity']:>8.3f} {val['bits_per_character']:>8.3f} {shown_test} {seconds:>8.0f} {epochs:>7}")
+    print(f"\nSample (ROMEO:, temperature 0.8, top-k 40, seed {args.seed}):\nROMEO:{sample}\n")
+    figure = "test" if test_text else "validation"
+    result = {
+        "app": "charlm",
+        "data": args.data + (f" (test {args.test})" if args.test else " (last 10% validation)"),
+        "metric": f"{figure} perplexity per character",
+        "value": round((ours_test or ours_val)["perplexity"], 4),
+        "peer": "keras-io LSTM(128), 40-char windows step 3, RMSprop 0.01, batch 128",
+        "peer_value": round((peer_test or peer_val)["perplexity"], 4) if peer_val else None,
+        "train_seconds": round(ours_seconds, 1),
+        "peer_train_seconds": round(peer_seconds, 1),
+        "bits_per_character": round((ours_test or ours_val)["bits_per_character"], 4),
+        "peer_bits_per_character": round((peer_test or peer_val)["bits_per_character"], 4) if peer_val else None,
+        "epochs": metrics["epochs_run"],
+        "peer_epochs": peer_epochs,
+        "minutes_each": args.minutes,
+        "model": f"{args.arch} {args.units}, embedding {args.embedding_dim}, dropout {args.dropout}, window {args.sequence_length}",
+    }
+    sys.stdout.flush()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
