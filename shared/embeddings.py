@@ -78,3 +78,30 @@ def embedding_matrix(
             matrix[row] = vectors[hit]
             found += 1
     return matrix, found
+
+
+def write_word2vec(path: str | Path, words: list[str], vectors: np.ndarray, binary: bool = False) -> Path:
+    """Writes vectors in the word2vec format gensim's ``KeyedVectors.load_word2vec_format`` reads
+    (and ``read_word2vec`` above): the header ``COUNT DIM``, then per word either a text line
+    ``word v1 ... vDIM`` (floats printed so that they read back as the same float32) or, binary,
+    ``word `` and DIM little-endian float32 (gensim's layout). Written to a temporary name and renamed."""
+    import os
+
+    path = Path(path)
+    vectors = np.asarray(vectors, dtype="<f4")
+    if len(words) != len(vectors):
+        raise ValueError(f"{len(words)} words but {len(vectors)} vectors")
+    bad = [w for w in words if not w or any(c.isspace() for c in w)]
+    if bad:
+        raise UserError(f"{path}: word2vec format cannot hold words with whitespace, such as {bad[0]!r}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as file:
+        file.write(f"{len(words)} {vectors.shape[1]}\n".encode("utf-8"))
+        if binary:
+            for word, row in zip(words, vectors):
+                file.write(word.encode("utf-8") + b" " + row.tobytes())
+        else:
+            for word, row in zip(words, vectors.tolist()):
+                file.write((word + " " + " ".join(f"{v:.9g}" for v in row) + "\n").encode("utf-8"))
+    os.replace(tmp, path)
+    return path

@@ -309,7 +309,7 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     for axis, name in zip(axes[0], names):
         axis.plot(epochs, history[name], marker="o", label="train")
-        if f"val_{name}" in history:
+        if history.get(f"val_{name}"):  # empty when CSVLogger wrote NA columns (no validation data)
             axis.plot(epochs, history[f"val_{name}"], marker="o", label="validation")
         axis.set_title(name)
         axis.set_xlabel("epoch")

@@ -1,0 +1,308 @@
+"""word2vec: demo train -> neighbours -> evaluate -> export, gensim reads the written vectors,
+negative sampling and subsampling rates, serialization, every bad input."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from .helpers import QUIET_ENV, assert_ok, assert_user_error, run_cli, run_subprocess, saved_model_outputs, snapshot
+
+TINY = ["--demo-chars", "700000", "--dim", "32", "--epochs", "3", "--batch-size", "512"]
+# word pairs that sit together in the standard library's docstrings
+RELATED = [("true", "false"), ("return", "returns"), ("read", "write"), ("key", "value")]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("word2vec") / "run"
+    result = run_cli("word2vec", "train", "--out", out, *TINY)
+    assert_ok(result)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(run_dir):
+    import keras
+
+    return keras.saving.load_model(run_dir / "model.keras")
+
+
+def _rank(model, word, other):
+    """Where `other` comes among `word`'s neighbours by cosine (0 = nearest)."""
+    vectors = model.vectors()
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    i, j = model.vocabulary.index(word), model.vocabulary.index(other)
+    scores = unit @ unit[i]
+    scores[i] = -np.inf
+    return int((scores > scores[j]).sum())
+
+
+def test_demo_training_learns_related_words(run_dir, model):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = [line.split(",") for line in (run_dir / "history.csv").read_text().splitlines()]
+    header, rows = history[0], history[1:]
+    loss = [float(r[header.index("loss")]) for r in rows]
+    rates = [float(r[header.index("learning_rate")]) for r in rows]
+    assert len(loss) == 3 and loss[-1] < loss[0] * 0.9, loss
+    assert rates[0] > rates[1] > rates[2] and abs(rates[2] - 1e-4) < 1e-6, rates  # linear decay, as gensim
+    assert metrics["vocabulary_size"] == len(model.vocabulary) > 1000 and metrics["words_per_second"] > 0
+    # chance would put a given word at rank ~ vocabulary/2; learned vectors put these in the top 2%
+    ranks = [_rank(model, a, b) for a, b in RELATED]
+    assert sum(r < 0.02 * len(model.vocabulary) for r in ranks) >= 3, ranks
+    for name in ("config.json", "model.keras", "history.csv", "curves.png", "metrics.json", "vectors.txt",
+                 "vectors.bin", "vectors.tsv", "metadata.tsv"):
+        assert (run_dir / name).exists(), name
+    assert not (run_dir / "backup").exists() and not (run_dir / "checkpoints").exists()
+    assert model.counts == sorted(model.counts, reverse=True) and min(model.counts) >= 5
+
+
+def test_written_vectors_read_back_identically_by_gensim_and_shared_reader(run_dir, model):
+    from gensim.models import KeyedVectors
+
+    from dlapps.shared.embeddings import read_word2vec
+
+    vectors = model.vectors()
+    for name, binary in (("vectors.txt", False), ("vectors.bin", True)):
+        loaded = KeyedVectors.load_word2vec_format(str(run_dir / name), binary=binary)
+        assert list(loaded.index_to_key) == model.vocabulary
+        np.testing.assert_array_equal(loaded.vectors, vectors)
+        words, ours = read_word2vec(run_dir / name)
+        assert words == model.vocabulary
+        np.testing.assert_array_equal(ours, vectors)
+    projector = np.loadtxt(run_dir / "vectors.tsv", delimiter="\t", dtype=np.float32)
+    assert projector.shape == vectors.shape and np.allclose(projector, vectors, atol=1e-5)
+    assert (run_dir / "metadata.tsv").read_text().split("\n")[:-1] == model.vocabulary
+
+
+def test_predict_neighbours_and_analogy(run_dir, model):
+    result = run_cli("word2vec", "predict", "true", "return", "--topn", "5", "-m", run_dir, "--json")
+    assert_ok(result)
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [r["word"] for r in rows] == ["true", "return"]
+    for row in rows:
+        similarities = [n["similarity"] for n in row["neighbours"]]
+        assert len(similarities) == 5 and similarities == sorted(similarities, reverse=True)
+        assert row["word"] not in [n["word"] for n in row["neighbours"]]
+    # the neighbours are the words of highest cosine, computed independently here
+    unit = model.vectors() / np.linalg.norm(model.vectors(), axis=1, keepdims=True)
+    scores = unit @ unit[model.vocabulary.index("true")]
+    expected = [model.vocabulary[i] for i in np.argsort(-scores)[1:6]]
+    assert [n["word"] for n in rows[0]["neighbours"]] == expected
+    answer = run_cli("word2vec", "predict", "--analogy", "read", "reads", "write", "-m", run_dir, "--json", "-n", "3")
+    assert_ok(answer)
+    answer = json.loads(answer.output)
+    assert answer["query"] == "read - reads + write" and len(answer["answers"]) == 3
+    assert not {"read", "reads", "write"} & {a["word"] for a in answer["answers"]}
+    table = run_cli("word2vec", "predict", "-", "-m", run_dir, input="true\n")
+    assert_ok(table)
+    assert table.output.splitlines()[0] == "true" and len(table.output.splitlines()) == 11
+
+
+def test_evaluate_analogies_and_similarity_with_oov_counts(run_dir, tmp_path):
+    analogies = tmp_path / "questions.txt"
+    analogies.write_text(": verbs\nread reads write writes\nreturn returns read reads\nTrue False read xyzzyq\n: other\nkey value key value\n")
+    similarity = tmp_path / "pairs.tsv"
+    similarity.write_text("# comment\nWord 1\tWord 2\tHuman (mean)\ntrue\tfalse\t9.0\nreturn\treturns\t8.5\nread\twrite\t7\n"
+                          "key\tvalue\t6\nthe\tsocket\t1.0\nxyzzyq\tfalse\t3\n")
+    result = run_cli("word2vec", "evaluate", "--analogies", analogies, "--similarity", similarity, "--similarity", similarity,
+                     "-m", run_dir, "--json")
+    assert_ok(result)
+    metrics = json.loads(result.output)
+    a = metrics["analogies"]
+    assert (a["total"], a["questions"], a["out_of_vocabulary"]) == (4, 3, 1)
+    assert [s["section"] for s in a["sections"]] == ["verbs", "other"] and 0 <= a["accuracy"] <= 1
+    assert a["correct"] == sum(s["correct"] for s in a["sections"])
+    s = metrics["similarity"]
+    assert len(s) == 2 and s[0]["pairs"] == 5 and s[0]["out_of_vocabulary"] == 1 and -1 <= s[0]["spearman"] <= 1
+    table = run_cli("word2vec", "evaluate", "-a", analogies, "-s", similarity, "-m", run_dir, "--restrict-vocab", "50")
+    assert_ok(table)
+    assert "skipped outside the 50 most frequent words" in table.output and "Spearman" in table.output
+
+
+def test_export_round_trips_in_a_fresh_process_that_never_imports_dlapps(run_dir, model, tmp_path):
+    out = tmp_path / "exported"
+    result = run_subprocess("word2vec", "export", "--model", run_dir, "--out", out, "--json", "--topn", "5")
+    assert result.returncode == 0, result.stderr
+    exported = json.loads(result.stdout)
+    assert exported["version"] == 1 and (out / "model.keras").exists() and (out / "serving" / "1" / "saved_model.pb").exists()
+    words = ["true", "return", "xyzzyq"]
+    served = saved_model_outputs(out / "serving" / "1", {"word": words})
+    vectors = model.vectors()
+    assert served["found"] == [True, True, False]
+    np.testing.assert_allclose(served["vector"][0], vectors[model.vocabulary.index("true")], atol=1e-6)
+    assert served["vector"][2] == [0.0] * 32
+    neighbours = served["neighbours"]  # flattened [N * 5] by the helper
+    predicted = [json.loads(line) for line in run_cli("word2vec", "predict", "true", "return", "-n", "5", "-m", run_dir, "--json").output.splitlines()]
+    assert neighbours[:5] == [n["word"] for n in predicted[0]["neighbours"]]
+    assert neighbours[5:10] == [n["word"] for n in predicted[1]["neighbours"]]
+    assert neighbours[10:] == [""] * 5
+    np.testing.assert_allclose(served["similarities"][0], [n["similarity"] for n in predicted[0]["neighbours"]], atol=1e-5)
+
+
+def test_config_and_keras_file_round_trips(model):
+    import keras
+
+    from dlapps.apps.word2vec.app import Word2Vec
+
+    clone = Word2Vec.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    assert clone.get_config() == model.get_config() and isinstance(model, Word2Vec)
+    words = np.array(["true", "nonexistentword"], dtype=object)
+    (ours, found), (theirs, _) = model.word_vectors(words), clone.word_vectors(words)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
+    assert keras.ops.convert_to_numpy(found).tolist() == [True, False]
+
+
+def test_cbow_trains_on_a_local_folder(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    animals = "cat dog horse cow sheep goat pig hen duck goose donkey mule lamb calf".split()
+    tools = "hammer saw drill wrench chisel file plane level clamp vice spanner pliers axe rake".split()
+    lines = []
+    for _ in range(4000):
+        group = animals if rng.random() < 0.5 else tools
+        verb = "feeds the" if group is animals else "uses the"
+        lines.append(f"the farmer {verb} {rng.choice(group)} and the {rng.choice(group)}.")
+    (folder / "a.txt").write_text("\n".join(lines[:2000]))
+    (folder / "sub" / "b.txt").write_text(" ".join(lines[2000:]))  # raw text: sentences end at '.'
+    out = tmp_path / "run"
+    result = run_cli("word2vec", "train", "--data", folder, "--model", "cbow", "--out", out, "--dim", "16", "--epochs", "4",
+                     "--window", "3", "--sample", "0", "--batch-size", "128", "--learning-rate", "0.05")
+    assert_ok(result)
+    assert "2 files" in result.output
+    rows = [json.loads(r) for r in run_cli("word2vec", "predict", "cat", "hammer", "-n", "4", "-m", out, "--json").output.splitlines()]
+    # without subsampling "the" is a quarter of the corpus: the capped row updates keep training stable
+    assert all(np.isfinite(n["similarity"]) for row in rows for n in row["neighbours"])
+    assert len({n["word"] for n in rows[0]["neighbours"]} & set(animals)) >= 3, rows[0]
+    assert len({n["word"] for n in rows[1]["neighbours"]} & set(tools)) >= 3, rows[1]
+
+
+# --- the sampling machinery ----------------------------------------------------------------------
+
+
+def test_negative_samples_follow_unigram_to_the_three_quarters():
+    from dlapps.apps.word2vec.data import draw_negatives, negative_cdf
+
+    counts = np.array([5000, 1200, 300, 80, 20, 5], dtype=np.int64)
+    drawn = draw_negatives(negative_cdf(counts), np.random.default_rng(0), (200_000,))
+    observed = np.bincount(drawn, minlength=len(counts)) / len(drawn)
+    expected = counts**0.75 / (counts**0.75).sum()
+    np.testing.assert_allclose(observed, expected, atol=0.004)
+    assert not np.allclose(observed, counts / counts.sum(), atol=0.02)  # not the raw unigram distribution
+
+
+def test_subsampling_drops_frequent_words_at_the_expected_rate():
+    from dlapps.apps.word2vec.data import Corpus, epoch_batches, keep_probabilities, negative_cdf
+
+    counts = np.array([60_000, 20_000, 5_000, 1_000] + [100] * 140, dtype=np.int64)
+    keep = keep_probabilities(counts, 1e-3)
+    threshold = 1e-3 * counts.sum()
+    np.testing.assert_allclose(keep[0], (np.sqrt(counts[0] / threshold) + 1) * threshold / counts[0])
+    assert keep[0] < keep[1] < keep[2] < 1.0 and np.all(keep[4:] == 1.0)
+    ids = np.random.default_rng(1).permutation(np.repeat(np.arange(len(counts), dtype=np.int32), counts))
+    corpus = Corpus(ids, np.arange(len(ids), dtype=np.int32) // 20, keep, negative_cdf(counts))
+    window, kept = 5, np.zeros(len(counts))
+    for batch in epoch_batches(corpus, epoch=0, epochs=1, batch_size=4096, window=window, negative=5,
+                               learning_rate=0.025, min_learning_rate=1e-4, seed=0):
+        kept += np.bincount(batch["tokens"][window:-window], minlength=len(counts))
+        contexts = batch["mask"].sum(axis=1)
+        assert contexts.max() <= 2 * window
+    np.testing.assert_allclose(kept[:4] / counts[:4], keep[:4], rtol=0.03)
+    assert kept[4:].sum() == counts[4:].sum()
+
+
+# --- bad input: one line, exit 2, nothing overwritten ---------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["word2vec", "--help"], ["word2vec", "train", "--help"], ["word2vec", "evaluate", "--help"]])
+def test_help_never_imports_tensorflow(args):
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from dlapps.apps.cli import app
+        try:
+            app({args!r}, prog_name="dlapps")
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
+        print("HEAVY:", [m for m in ("tensorflow", "keras", "gensim") if m in sys.modules])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY: []" in done.stdout, done.stdout[-500:]
+
+
+def test_failed_training_leaves_an_existing_run_untouched(run_dir, tmp_path):
+    before = snapshot(run_dir)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_user_error(run_cli("word2vec", "train", "--data", empty, "--out", run_dir), "empty.txt", "empty corpus")
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "files, args, fragments",
+    [
+        ({}, ["--data", "{tmp}/missing.txt"], ["missing.txt", "no such file or folder"]),
+        ({"punct.txt": b"... !!! 123 ;;"}, ["--data", "{tmp}/punct.txt"], ["punct.txt", "empty corpus"]),
+        ({"short.txt": b"one two three"}, ["--data", "{tmp}/short.txt", "--min-count", "1"], ["short.txt", "only 3 words", "window (5)"]),
+        ({"rare.txt": b"every word here is different from all the others in this line"}, ["--data", "{tmp}/rare.txt"],
+         ["rare.txt", "min_count=5", "lower --min-count"]),
+        ({"bad.txt": b"fine line\ncaf\xe9 au lait\n"}, ["--data", "{tmp}/bad.txt"], ["bad.txt", "line 2", "0xe9", "utf-8"]),
+        ({"none/.hidden": b"x"}, ["--data", "{tmp}/none"], ["none", "no text files"]),
+        ({"ok.txt": b"a b a b a b a b a b a b"}, ["--data", "{tmp}/ok.txt", "--token-pattern", "[a-"], ["--token-pattern", "not a valid regular expression"]),
+        ({}, ["--model", "skipgrm"], ["model must be one of", "did you mean 'skipgram'"]),
+        ({}, ["--window", "0"], ["--window must be at least 1"]),
+        ({}, ["--resume", "--demo-chars", "20000"], ["no interrupted run to resume"]),
+    ],
+)
+def test_bad_training_input(tmp_path, files, args, fragments):
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert_user_error(run_cli("word2vec", "train", "--out", tmp_path / "run", "--epochs", "1", *args), *fragments)
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.parametrize(
+    "content, fragments",
+    [
+        (": section\nread reads write writes\nread reads write\n", ["q.txt", "line 3", "4 words"]),
+        ("\n\n", ["q.txt", "no analogy questions"]),
+    ],
+)
+def test_malformed_analogy_file(run_dir, tmp_path, content, fragments):
+    path = tmp_path / "q.txt"
+    path.write_text(content)
+    assert_user_error(run_cli("word2vec", "evaluate", "--analogies", path, "-m", run_dir), *fragments)
+
+
+@pytest.mark.parametrize(
+    "content, fragments",
+    [
+        ("# c\nw1\tw2\tscore\ntrue\tfalse\t8\nread\twrite\thigh\n", ["s.tsv", "line 4", "'high' is not a number"]),
+        ("true\tfalse\t8\nread\n", ["s.tsv", "line 2", "expected 'word1 word2 score'"]),
+    ],
+)
+def test_malformed_similarity_file(run_dir, tmp_path, content, fragments):
+    path = tmp_path / "s.tsv"
+    path.write_text(content)
+    assert_user_error(run_cli("word2vec", "evaluate", "--similarity", path, "-m", run_dir), *fragments)
+
+
+def test_query_and_evaluate_errors(run_dir, tmp_path):
+    assert_user_error(run_cli("word2vec", "predict", "true", "xyzzyq", "-m", run_dir), "'xyzzyq' is not in the vocabulary")
+    assert_user_error(run_cli("word2vec", "predict", "retrun", "-m", run_dir), "did you mean 'return'")
+    assert_user_error(run_cli("word2vec", "predict", "--analogy", "true", "false", "-m", run_dir), "three words")
+    assert_user_error(run_cli("word2vec", "predict", "-m", run_dir), "no input")
+    assert_user_error(run_cli("word2vec", "evaluate", "-m", run_dir), "nothing to evaluate")
+    assert_user_error(run_cli("word2vec", "evaluate", "-s", tmp_path / "none.tsv", "-m", run_dir), "none.tsv", "no such file")
+    assert_user_error(run_cli("word2vec", "predict", "true", "-m", tmp_path / "nothing"), "no trained model here", "dlapps word2vec train")
+    quiet = run_subprocess("word2vec", "export", "-m", tmp_path / "nothing")
+    assert_user_error(quiet, "no trained model here")
