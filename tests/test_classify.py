@@ -2,9 +2,11 @@
 
 import io
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -169,7 +171,7 @@ def test_phase_two_trains_only_the_top_layers_and_keeps_batchnorm_frozen(run_dir
     assert model.set_phase("all") and all(l.trainable for l in backbone.layers)
 
 
-def test_two_phases_from_a_local_weights_file_and_a_mismatched_file(tmp_path):
+def test_two_phases_from_a_local_weights_file_resume_after_a_kill_and_a_mismatched_file(tmp_path):
     import keras
 
     right = tmp_path / "mobilenet_025.weights.h5"
@@ -177,13 +179,28 @@ def test_two_phases_from_a_local_weights_file_and_a_mismatched_file(tmp_path):
     wrong = tmp_path / "mobilenet_v2.weights.h5"
     keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None).save_weights(wrong)
     out = tmp_path / "run"
-    common = ["--image-size", "32", "--demo-size", "60", "--batch-size", "16", "--no-augment", "--out", out]
-    result = run_cli("classify", "train", "--weights", right, "--epochs", "1", "--unfreeze", "6", "--finetune-epochs", "1", *common)
+    common = ["--image-size", "32", "--demo-size", "60", "--batch-size", "16", "--no-augment", "--out", str(out)]
+    command = [sys.executable, "-m", "dlapps.apps", "classify", "train", "--weights", str(right), "--epochs", "1",
+               "--unfreeze", "6", "--finetune-epochs", "60", *common]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV)
+    metadata = out / "backup" / "finetune" / "training_metadata.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_epochs = json.loads(metadata.read_text())["epoch"]
+    assert (out / "checkpoints" / "head.done").exists() and not (out / "model.keras").exists()
+
+    result = run_cli("classify", "train", "--out", out, "--resume", "--finetune-epochs", str(done_epochs + 1))
     assert_ok(result)
-    assert "Phase one" in result.output and "Phase two: top 6 backbone layers trainable" in result.output
-    assert len((out / "history.csv").read_text().splitlines()) == 3  # header + one epoch per phase
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert "head_phase" in metrics and not (out / "checkpoints").exists()
+    # phase one is not repeated; phase two continues at its first unfinished epoch
+    assert "Phase one" not in result.output and "Phase two: top 6 backbone layers trainable" in result.output
+    epochs = [int(line.split(",")[0]) for line in (out / "history.csv").read_text().splitlines()[1:]]
+    assert epochs[0] == 0 and epochs[-1] == done_epochs, epochs
+    assert (out / "model.keras").exists() and not (out / "backup").exists() and not (out / "checkpoints").exists()
+    assert json.loads((out / "config.json").read_text())["unfreeze"] == 6
+
     before = snapshot(out)
     assert_user_error(run_cli("classify", "train", "--weights", wrong, *common), str(wrong), "does not match the mobilenet alpha 0.25 backbone")
     assert_user_error(run_cli("classify", "train", "--weights", tmp_path / "none.h5", *common), "none.h5", "no such weights file")

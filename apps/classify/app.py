@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import warnings
 from pathlib import Path
 
@@ -75,7 +77,9 @@ def load_backbone_weights(model, weights: str) -> str:
     if not path.is_file():
         raise UserError(f"{path}: no such weights file (--weights takes imagenet, none or a file path)")
     try:
-        backbone.load_weights(str(path))
+        with warnings.catch_warnings():  # Keras notes weightless containers it skips; the weights themselves load
+            warnings.simplefilter("ignore")
+            backbone.load_weights(str(path))
     except Exception as error:
         first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
         raise UserError(f"{path}: does not match the {described} backbone without top ({first})")
@@ -98,6 +102,7 @@ def train(config: ClassifyConfig) -> dict:
     ``unfreeze`` and ``finetune_epochs`` are positive) continues from phase one's best model with the
     top ``unfreeze`` backbone layers trainable, BatchNorm frozen, at ``finetune_learning_rate``.
     ``--weights none``: one phase, every layer trainable (nothing pretrained to protect).
+    ``max_minutes`` bounds both phases together: phase two gets what phase one left.
     """
     import keras
 
@@ -138,6 +143,7 @@ def train(config: ClassifyConfig) -> dict:
         return trainable
 
     common = dict(monitor="val_accuracy", mode="max")
+    started = time.time()
     phases = {}
     if config.weights == "none":
         compile_for("all", config.learning_rate)
@@ -157,8 +163,12 @@ def train(config: ClassifyConfig) -> dict:
             trainable = compile_for("finetune", config.finetune_learning_rate, config.unfreeze)
             print(f"Phase two: top {config.unfreeze} backbone layers trainable ({len(trainable)} with weights), "
                   f"BatchNorm frozen, learning rate {config.finetune_learning_rate:g}")
+            phase_config = config
+            if config.max_minutes > 0:  # the rest of the budget (at least a moment: the phase must finish the run)
+                left = max(config.max_minutes - (time.time() - started) / 60, 1e-3)
+                phase_config = dataclasses.replace(config, max_minutes=left)
             metrics = training.fit(
-                model, train_ds, val_ds, run, config, stage="finetune", final=True, epochs=config.finetune_epochs, **common
+                model, train_ds, val_ds, run, phase_config, stage="finetune", final=True, epochs=config.finetune_epochs, **common
             )
     if "head" in phases and phases["head"] is not metrics:
         metrics["head_phase"] = {k: phases["head"][k] for k in ("best_value", "best_epoch", "train_seconds")}
