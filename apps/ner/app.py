@@ -45,8 +45,23 @@ def _sentence_batches(token_lists, preprocessor, batch_size, tag_lists=None, shu
         return features, tf.pad(ids.to_tensor(0), [[0, 0], [0, 1]])  # the featuriser's extra padding step
 
     labels = None if tag_lists is None else np.asarray([" ".join(map(str, tags)) for tags in tag_lists], dtype=object)
-    return data_lib.make_dataset(_joined(token_lists), labels, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                                 batch_map_fn=featurize)
+    if not shuffle:
+        return data_lib.make_dataset(_joined(token_lists), labels, batch_size=batch_size, batch_map_fn=featurize)
+    # Training batches group sentences of similar length: the BiLSTM and the CRF run over the
+    # longest sentence of a batch, and CoNLL lengths vary from 1 to 100+. Each shuffled chunk of 20
+    # batches is sorted by length and cut into batches, so an epoch keeps ceil(n / batch) batches.
+    chunk = 20
+
+    def by_length(texts, tags):
+        order = tf.argsort(tf.strings.split(texts, sep=" ").row_lengths())
+        return tf.gather(texts, order), tf.gather(tags, order)
+
+    dataset = tf.data.Dataset.from_tensor_slices((_joined(token_lists), labels))
+    dataset = dataset.shuffle(len(token_lists), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size * chunk).map(by_length).unbatch().batch(batch_size)
+    dataset = dataset.shuffle(chunk, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-len(token_lists) // batch_size)))
+    return dataset.map(featurize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def tag_sentences(model, token_lists, batch_size: int = 128) -> tuple[list[list[str]], list[list[float]]]:
