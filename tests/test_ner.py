@@ -176,7 +176,7 @@ def test_tokenizer_is_the_documented_one_and_offsets_point_into_the_text():
         assert text[start:end] == token
 
 
-def test_local_conll_folder_softmax_head_and_overlong_sentences_skipped_with_a_count(tmp_path):
+def test_local_conll_folder_softmax_head_char_lstm_embeddings_and_overlong_sentences_skipped(tmp_path):
     folder = tmp_path / "conll"
     folder.mkdir()
     sentences = ner_data.demo(60, seed=3)
@@ -185,9 +185,14 @@ def test_local_conll_folder_softmax_head_and_overlong_sentences_skipped_with_a_c
         lines += [f"{w}\t{t}" for w, t in zip(tokens, tags)] + [""]
     (folder / "train.txt").write_text("\n".join(lines[: len(lines) * 3 // 4]) + "\n")
     (folder / "valid.txt").write_text("\n".join(lines[len(lines) * 3 // 4:]) + "\n")
+    vectors = tmp_path / "vectors.txt"  # word2vec text format, as the word2vec app writes it
+    rng = np.random.default_rng(0)
+    words = ["visited", "paris", "monday", "the", "said", "unseen-word"]
+    vectors.write_text(f"{len(words)} 6\n" + "".join(f"{w} " + " ".join(f"{v:.4f}" for v in rng.normal(size=6)) + "\n" for w in words))
     result = run_cli("ner", "train", "--data", folder, "--out", tmp_path / "run", "--epochs", "1", "--head", "softmax",
-                     "--max-length", "12", *TINY)
+                     "--char-encoder", "lstm", "--embeddings", vectors, "--max-length", "12", *TINY)
     assert_ok(result)
+    assert "Embeddings: 6 of" in result.output  # training words first, then the vectors' other words
     skipped = sum(len(t) > 12 for t in ner_data.read_conll(folder / "train.txt").tokens)
     assert skipped > 0 and f"Skipped {skipped} training sentences longer than --max-length 12" in result.output
     rows = predict_json(tmp_path / "run", TEXT)
