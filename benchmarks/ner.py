@@ -63,16 +63,16 @@ def train_word2vec(corpus: str, out: Path, seed: int) -> tuple[Path, float]:
 
     started = time.time()
     token = re.compile(r"\w+(?:[-.,]\w+)*|[^\w\s]")
-
-    class Corpus:
-        def __iter__(self):
-            for path in sorted(Path(corpus).rglob("*.txt")):
-                for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-                    words = token.findall(line.lower())
-                    if words:
-                        yield words
-
-    model = Word2Vec(Corpus(), vector_size=100, window=5, min_count=3, sg=1, negative=5, epochs=5, workers=2, seed=seed)
+    # Tokenised once into one file: gensim's corpus_file mode reads it in C, in parallel, per epoch.
+    tokenised = out.with_suffix(".corpus")
+    with open(tokenised, "w", encoding="utf-8") as file:
+        for path in sorted(Path(corpus).rglob("*.txt")):
+            for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+                words = token.findall(line.lower())
+                if words:
+                    file.write(" ".join(words) + "\n")
+    model = Word2Vec(corpus_file=str(tokenised), vector_size=100, window=5, min_count=3, sg=1, negative=5, epochs=5,
+                     workers=2, seed=seed)
     model.wv.save_word2vec_format(str(out), binary=False)
     return out, time.time() - started
 
