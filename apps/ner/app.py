@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import keras
@@ -64,20 +65,32 @@ def _sentence_batches(token_lists, preprocessor, batch_size, tag_lists=None, shu
     return dataset.map(featurize, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def tag_sentences(model, token_lists, batch_size: int = 128) -> tuple[list[list[str]], list[list[float]]]:
-    """Tags (the model's scheme) and per-token probabilities for tokenised sentences. Sentences are
-    batched by length (less padding) and returned in their own order."""
+_TAG_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> compiled tags-only decoding
+
+
+def tag_sentences(model, token_lists, batch_size: int = 128, with_scores: bool = True):
+    """Tags (the model's scheme) and per-token probabilities (None without scores) for tokenised
+    sentences. Sentences are batched by length (less padding) and returned in their own order."""
+    import tensorflow as tf
+
+    if not with_scores and model not in _TAG_FUNCTIONS:
+        _TAG_FUNCTIONS[model] = tf.function(model.predict_tags, reduce_retracing=True)
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     tags, scores = [None] * len(order), [None] * len(order)
     batches = _sentence_batches([token_lists[i] for i in order], model.preprocessor, batch_size)
     position = 0
     for features in batches:
-        output = model.predict_on_batch(features)
-        for row_tags, row_scores in zip(np.asarray(output["tags"]), np.asarray(output["scores"])):
+        if with_scores:
+            output = model.predict_on_batch(features)
+            batch_tags, batch_scores = np.asarray(output["tags"]), np.asarray(output["scores"])
+        else:
+            batch_tags = _TAG_FUNCTIONS[model](features).numpy()
+            batch_scores = [None] * len(batch_tags)
+        for row_tags, row_scores in zip(batch_tags, batch_scores):
             index = order[position]
             length = len(token_lists[index])
             tags[index] = [model.tags[t] for t in row_tags[:length]]
-            scores[index] = [float(s) for s in row_scores[:length]]
+            scores[index] = None if row_scores is None else [float(s) for s in row_scores[:length]]
             position += 1
     return tags, scores
 
@@ -242,7 +255,7 @@ def entity_scores(model, sentences) -> dict:
     """seqeval (conlleval-compatible) entity precision, recall and F1, overall and per type, on IOB2."""
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-    predicted, _ = tag_sentences(model, sentences.tokens)
+    predicted, _ = tag_sentences(model, sentences.tokens, with_scores=False)
     predicted = [ner_data.to_iob2(tags, model.tag_scheme) for tags in predicted]
     gold = sentences.tags
     report = classification_report(gold, predicted, output_dict=True, zero_division=0)

@@ -394,12 +394,15 @@ class EntityTagger(keras.Model):
             loss = ops.sum(per_token * maskf) / ops.maximum(ops.sum(maskf), 1.0)
         return loss + ops.sum(self.losses) if self.losses else loss
 
-    def decode(self, emissions, mask):
+    def decode(self, emissions, mask, with_scores=True):
         """(tag ids, probability of each chosen tag) per token: Viterbi path and its forward-backward
-        marginals for the CRF, argmax and softmax probability otherwise."""
+        marginals for the CRF, argmax and softmax probability otherwise. Without scores, the
+        CRF skips forward-backward (scores are None)."""
         if self.head == "crf":
             weights = self._crf_weights()
             tags = viterbi_decode(emissions, mask, *weights)
+            if not with_scores:
+                return tags, None
             probabilities = crf_marginals(emissions, mask, *weights)
         else:
             probabilities = ops.softmax(emissions, axis=-1)
@@ -411,6 +414,10 @@ class EntityTagger(keras.Model):
         x = data[0] if isinstance(data, (tuple, list)) else data
         tags, scores = self.decode(self(x, training=False), ops.not_equal(x["word_ids"], 0))
         return {"tags": tags, "scores": scores}
+
+    def predict_tags(self, x):
+        """Tag ids only (what scoring needs): the decoding of predict_step without the marginals."""
+        return self.decode(self(x, training=False), ops.not_equal(x["word_ids"], 0), with_scores=False)[0]
 
     def tag_tokens(self, tokens):
         """Tokens (RaggedTensor of strings) -> padded (tag ids, scores) and lengths, in one graph."""
