@@ -172,7 +172,8 @@ def test_cbow_trains_on_a_local_folder(tmp_path):
     (folder / "sub" / "b.txt").write_text(" ".join(lines[2000:]))  # raw text: sentences end at '.'
     out = tmp_path / "run"
     result = run_cli("word2vec", "train", "--data", folder, "--model", "cbow", "--out", out, "--dim", "16", "--epochs", "4",
-                     "--window", "3", "--sample", "0", "--batch-size", "128", "--learning-rate", "0.05")
+                     "--window", "3", "--sample", "0", "--batch-size", "128", "--learning-rate", "0.05",
+                     "--row-update-cap", "32")
     assert_ok(result)
     assert "2 files" in result.output
     rows = [json.loads(r) for r in run_cli("word2vec", "predict", "cat", "hammer", "-n", "4", "-m", out, "--json").output.splitlines()]
@@ -180,6 +181,37 @@ def test_cbow_trains_on_a_local_folder(tmp_path):
     assert all(np.isfinite(n["similarity"]) for row in rows for n in row["neighbours"])
     assert len({n["word"] for n in rows[0]["neighbours"]} & set(animals)) >= 3, rows[0]
     assert len({n["word"] for n in rows[1]["neighbours"]} & set(tools)) >= 3, rows[1]
+
+
+def test_resume_after_the_process_is_killed(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = ["--demo-chars", "300000", "--dim", "16", "--batch-size", "256"]
+    command = [sys.executable, "-m", "dlapps.apps", "word2vec", "train", "--out", str(out), "--epochs", "60", *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV)
+    metadata = out / "backup" / "training_metadata.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_epochs = json.loads(metadata.read_text())["epoch"]
+    assert 2 <= done_epochs < 60 and not (out / "model.keras").exists()
+    assert_user_error(run_cli("word2vec", "train", "--out", out, *args), "interrupted run", "--resume")
+
+    result = run_cli("word2vec", "train", "--out", out, "--resume", "--epochs", str(done_epochs + 2))
+    assert_ok(result)
+    rows = [line.split(",") for line in (out / "history.csv").read_text().splitlines()]
+    header, rows = rows[0], rows[1:]
+    epochs = [int(r[0]) for r in rows]
+    rates = [float(r[header.index("learning_rate")]) for r in rows]
+    # the resumed run starts at the first unfinished epoch and its learning rate ends at the minimum
+    assert epochs[-2:] == [done_epochs, done_epochs + 1], epochs
+    assert abs(rates[-1] - 1e-4) < 1e-6 and rates[-2] > rates[-1], rates
+    assert json.loads((out / "config.json").read_text())["dim"] == 16
+    assert (out / "model.keras").exists() and (out / "vectors.bin").exists() and not (out / "backup").exists()
 
 
 # --- the sampling machinery ----------------------------------------------------------------------

@@ -29,5 +29,5 @@ class Word2VecConfig(TrainConfig):
     dim: int = option(100, "vector size")
     window: int = option(5, "maximum distance between a word and its context (each word draws 1..window)")
     negative: int = option(5, "negative samples per positive pair, drawn from unigram counts ** ns_exponent")
-    row_update_cap: float = option(32.0, "scale a word's summed update in one batch down to this many pairs' worth (keeps large batches stable; 0: off)")
+    row_update_cap: float = option(256.0, "scale a word's summed update in one batch down to this many pairs' worth (keeps large batches stable; lower it, e.g. 32, for tiny vocabularies or --sample 0; 0: off)")
     ns_exponent: float = option(0.75, "exponent of the negative-sampling distribution")

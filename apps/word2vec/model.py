@@ -38,7 +38,7 @@ class Word2Vec(keras.Model):
     returns (vectors, found) for raw words, zeros where a word is not in the vocabulary.
     """
 
-    def __init__(self, vocabulary, counts=None, dim=100, objective="skipgram", seed=0, row_update_cap=32.0, **kwargs):
+    def __init__(self, vocabulary, counts=None, dim=100, objective="skipgram", seed=0, row_update_cap=256.0, **kwargs):
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
