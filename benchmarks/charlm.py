@@ -49,10 +49,11 @@ def train_peer(train_text: str, vocabulary: list[str], minutes: float, seed: int
     model = keras.Sequential([keras.Input((PEER_WINDOW, size)), keras.layers.LSTM(128), keras.layers.Dense(size, activation="softmax")])
     model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
 
-    from dlapps.apps.charlm.app import _time_limit
+    from dlapps.shared.training import _keras_callbacks
 
+    time_limit = _keras_callbacks()[1]  # the same --max-minutes budget our training gets
     started = time.time()
-    history = model.fit(dataset, epochs=1000, callbacks=[_time_limit(minutes)], verbose=2)
+    history = model.fit(dataset, epochs=1000, callbacks=[time_limit(minutes)], verbose=2)
     return model, time.time() - started, len(history.history["loss"])
 
 
@@ -103,7 +104,7 @@ def main(argv=None) -> None:
     out = args.out or tempfile.mkdtemp(prefix="charlm-bench-")
 
     config = CharLMConfig(
-        data=args.data, out=out, epochs=1000, minutes=args.minutes, seed=args.seed, val_fraction=0.1, arch=args.arch,
+        data=args.data, out=out, epochs=1000, max_minutes=args.minutes, seed=args.seed, val_fraction=0.1, arch=args.arch,
         units=[int(u) for u in args.units.split(",")], embedding_dim=args.embedding_dim, dropout=args.dropout,
         sequence_length=args.sequence_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
     )

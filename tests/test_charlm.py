@@ -14,7 +14,7 @@ import pytest
 
 from .helpers import QUIET_ENV, assert_ok, assert_user_error, run_cli, run_subprocess, saved_model_outputs, snapshot
 
-TINY = ["--demo-chars", "30000", "--units", "64", "--embedding-dim", "16", "--sequence-length", "32",
+TINY = ["--demo-chars", "30000", "--arch", "lstm", "--units", "64", "--embedding-dim", "16", "--sequence-length", "32",
         "--batch-size", "16", "--learning-rate", "0.01", "--dropout", "0"]
 TEXT = "Return the number of items in the list.\nIf the value is not found, raise ValueError."
 
@@ -107,6 +107,23 @@ def test_export_generate_and_score_in_a_fresh_process(run_dir, text_file, tmp_pa
     assert seeded["text"][0] == generated(run_dir, "--prompt", "The value", "--length", "60", "--top-k", "20", "--seed", "5")["text"]
     assert seeded["text"][1] == generated(run_dir, "--length", "60", "--top-k", "20", "--seed", "5")["text"]
 
+
+
+def test_text_from_files_folders_and_the_standard_split(tmp_path):
+    from dlapps.apps.charlm.data import read_data, split_text, windows
+
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "a.txt").write_bytes(b"first book\r\nline two\r\n")
+    (tmp_path / "books" / "b.txt").write_text("second book\n", encoding="utf-8")
+    (tmp_path / "books" / ".hidden").write_text("not read")
+    expected = "first book\nline two\n\nsecond book\n"
+    assert read_data(str(tmp_path / "books")) == expected
+    assert read_data(f"{tmp_path / 'books' / 'a.txt'},{tmp_path / 'books' / 'b.txt'}") == expected
+    splits = split_text("0123456789" * 10, 0.1)
+    assert splits.train == ("0123456789" * 10)[:90] and splits.val == "0123456789"
+    # windows of L+1 characters overlap by one: every character after the first is a target once
+    assert windows("abcdefghij", 4, full_only=False) == ["abcde", "efghi", "ij"]
+    assert windows("abcdefghij", 4, full_only=True) == ["abcde", "efghi"]
 
 
 def test_uniform_model_perplexity_equals_the_vocabulary_size():

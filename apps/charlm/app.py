@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import time
 import weakref
 from pathlib import Path
 from typing import Callable
@@ -34,7 +33,6 @@ def check_config(config: CharLMConfig) -> None:
         (not config.units or min(config.units) < 1, f"--units must be positive layer sizes, got {config.units}"),
         (not 0 <= config.dropout < 1, f"--dropout must be in [0, 1), got {config.dropout}"),
         (config.min_count < 1, f"--min-count must be at least 1, got {config.min_count}"),
-        (config.minutes < 0, f"--minutes must be 0 (no limit) or more, got {config.minutes}"),
         (not 0 < config.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {config.lr_decay}"),
         (config.clip_norm <= 0, f"--clip-norm must be positive, got {config.clip_norm}"),
         (config.arch == "transformer" and (config.num_layers < 1 or config.num_heads < 1 or config.embedding_dim % config.num_heads),
@@ -63,23 +61,6 @@ def _window_batches(text: str, config, preprocessor, training_set: bool):
     return data_lib.make_dataset(
         np.asarray(pieces, dtype=object), batch_size=config.batch_size, shuffle=training_set, seed=config.seed, batch_map_fn=to_ids
     )
-
-
-def _time_limit(minutes: float):
-    import keras
-
-    class TimeLimit(keras.callbacks.Callback):
-        """Stops training after `minutes`; Keras still validates the epoch it stopped in, so the
-        best checkpoint sees the last weights."""
-
-        def on_train_begin(self, logs=None):
-            self.deadline = time.time() + minutes * 60
-
-        def on_train_batch_end(self, batch, logs=None):
-            if time.time() > self.deadline:
-                self.model.stop_training = True
-
-    return TimeLimit()
 
 
 def train(config: CharLMConfig) -> dict:
@@ -114,7 +95,7 @@ def train(config: CharLMConfig) -> dict:
           f"vocabulary {model.vocabulary_size} (with OOV); {config.arch}, {model.count_params():,} parameters; {describe(strategy)}")
     train_ds = _window_batches(splits.train, config, model.preprocessor, training_set=True)
     val_ds = _window_batches(splits.val, config, model.preprocessor, training_set=False) if len(splits.val) > 1 else None
-    callbacks = [_time_limit(config.minutes)] if config.minutes > 0 else []
+    callbacks = []
     if val_ds is not None and config.lr_decay < 1:
         callbacks.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=config.lr_decay, patience=0, min_lr=1e-5, verbose=1))
     metrics = training.fit(model, train_ds, val_ds, run, config, callbacks=tuple(callbacks))
