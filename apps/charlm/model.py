@@ -17,8 +17,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from .config import ARCHITECTURES
+
 OOV_TOKEN = "[OOV]"
-ARCHITECTURES = ("lstm", "gru", "transformer")
 
 
 @keras.saving.register_keras_serializable(package="dlapps.charlm")
