@@ -100,7 +100,7 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         train_csv, test_csv = write_csv(train, Path(scratch) / "train.csv"), write_csv(test, Path(scratch) / "test.csv")
         pretrained_overrides = dict(common, data=str(train_csv), out=str(root / "pretrained"), weights=args.weights,
-                                    epochs=10, finetune_epochs=10, unfreeze=30, learning_rate=1e-3, finetune_learning_rate=1e-4)
+                                    epochs=20, finetune_epochs=15, unfreeze=30, learning_rate=2e-3, finetune_learning_rate=1e-4)
         pretrained_overrides.update(dict(kv.split("=", 1) for kv in args.set))
         ours_metrics, ours, ours_seconds = train_and_score(pretrained_overrides, test_csv)
         scratch_metrics, scratch_result, scratch_seconds = train_and_score(

@@ -347,3 +347,12 @@ def test_help_never_imports_tensorflow(args):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "HEAVY: []" in done.stdout, done.stdout[-500:]
+
+
+def test_top_k_accuracy_with_two_classes_and_more():
+    from dlapps.apps.classify.app import top_k_accuracy
+
+    binary = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    assert top_k_accuracy(binary, [0, 0, 1], 1) == pytest.approx(1 / 3) and top_k_accuracy(binary, [0, 0, 1], 2) == 1.0
+    three = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
+    assert top_k_accuracy(three, [1, 0], 2) == 0.5

@@ -293,7 +293,7 @@ def evaluation_data(model_dir: Path, data: str | None, encoding: str = "utf-8"):
 def evaluate(model_dir: str | Path, data: str | None = None, encoding: str = "utf-8", top_k: int = 3,
              plot: str | Path | None = None) -> dict:
     """Accuracy, top-k accuracy, per-class report and confusion matrix (also drawn as a PNG)."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, top_k_accuracy_score
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
     model = training.load_model(model_dir, APP)
     dataset = evaluation_data(Path(model_dir), data, encoding)
@@ -312,13 +312,21 @@ def evaluate(model_dir: str | Path, data: str | None = None, encoding: str = "ut
     return {
         "examples": len(dataset),
         "accuracy": float(accuracy_score(dataset.labels, predicted)),
-        f"top_{k}_accuracy": float(top_k_accuracy_score(truth, probabilities, k=k, labels=list(range(len(model.labels))))),
+        f"top_{k}_accuracy": top_k_accuracy(probabilities, truth, k),
         "skipped_files": len(dataset.skipped),
         "labels": model.labels,
         "confusion_matrix": matrix.tolist(),
         "confusion_matrix_png": str(plot),
         "per_class": classification_report(dataset.labels, predicted, labels=model.labels, output_dict=True, zero_division=0),
     }
+
+
+def top_k_accuracy(probabilities: np.ndarray, truth, k: int) -> float:
+    """Share of rows whose true class is among the k most probable (ties count against)."""
+    truth = np.asarray(truth)
+    true_probability = probabilities[np.arange(len(truth)), truth]
+    rank = (probabilities > true_probability[:, None]).sum(axis=1)
+    return float(np.mean(rank < k))
 
 
 # --- export --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ BACKBONES = ("mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50")
 
 @dataclass
 class ClassifyConfig(TrainConfig):
-    epochs: int = option(8, "epochs of phase one: frozen backbone, new head", short="-e")
+    epochs: int = option(15, "epochs of phase one: frozen backbone, new head", short="-e")
     batch_size: int = option(32, "images per step, summed over all devices", short="-b")
     learning_rate: float = option(1e-3, "Adam learning rate of phase one (and of from-scratch training)")
     patience: int = option(0, "stop a phase after this many epochs without validation improvement (0: never)")
@@ -25,5 +25,5 @@ class ClassifyConfig(TrainConfig):
     augment: bool = option(True, "random flip, rotation, zoom and contrast while training")
     # --- phase two ---
     unfreeze: int = option(20, "phase two trains the top N backbone layers (BatchNorm stays frozen); 0 skips it")
-    finetune_epochs: int = option(5, "epochs of phase two")
+    finetune_epochs: int = option(10, "epochs of phase two")
     finetune_learning_rate: float = option(1e-4, "Adam learning rate of phase two")
