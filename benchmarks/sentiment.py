@@ -87,8 +87,9 @@ def main() -> None:
             writer.writerow(["label", "text"])
             writer.writerows(zip(train.labels, train.texts))
         out = args.out or str(Path(scratch) / "run")
-        overrides = dict(kv.split("=", 1) for kv in args.set)
-        overrides.update(data=str(table), out=out, seed=args.seed, max_minutes=args.minutes, epochs=overrides.get("epochs", 100))
+        # --set values win over the benchmark's own (a model seed other than the split's, say).
+        overrides = {"data": str(table), "out": out, "seed": args.seed, "max_minutes": args.minutes, "epochs": 100}
+        overrides.update(kv.split("=", 1) for kv in args.set)
         config = resolve(SentimentConfig, None, overrides)
         started = time.time()
         metrics = app.train(config)
