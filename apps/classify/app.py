@@ -26,6 +26,14 @@ APP = "classify"
 # --- input pipelines -----------------------------------------------------------------------------
 
 
+def load_model(model_dir):
+    """The run's model; Keras's note that the saved optimizer state (of the other phase) does not fit
+    is noise here: predict, evaluate and export never use the optimizer."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        return training.load_model(model_dir, APP)
+
+
 def image_batches(image_set, image_size: int, batch_size: int, label_index=None, shuffle=False, seed=0):
     """(float image batch, label index) from paths or encoded bytes: decoding and resizing run in
     tf.data (cached as uint8 after the first pass), so only pixel tensors enter the training step."""
@@ -142,7 +150,9 @@ def train(config: ClassifyConfig) -> dict:
             )
         return trainable
 
-    common = dict(monitor="val_accuracy", mode="max")
+    # validation loss, not accuracy, picks the best epoch: with a few dozen validation images
+    # accuracy moves in large steps and ties, and the first of a tie is kept
+    common = dict(monitor="val_loss", mode="min")
     started = time.time()
     phases = {}
     if config.weights == "none":
@@ -214,7 +224,7 @@ def predict_probabilities(model, image_set, batch_size: int = 32) -> np.ndarray:
 def predict(model_dir: str | Path, inputs: list[str], top_k: int = 3, gradcam: str | Path | None = None, model=None) -> list[dict]:
     """Top-k labels with probabilities for each image; with `gradcam`, writes a Grad-CAM overlay
     per image into that folder (``overlay`` in each result)."""
-    model = model or training.load_model(model_dir, APP)
+    model = model or load_model(model_dir)
     paths = prediction_inputs(inputs)
     probabilities = predict_probabilities(model, classify_data.ImageSet([str(p) for p in paths], [""] * len(paths)))
     k = max(1, min(top_k, len(model.labels)))
@@ -295,7 +305,7 @@ def evaluate(model_dir: str | Path, data: str | None = None, encoding: str = "ut
     """Accuracy, top-k accuracy, per-class report and confusion matrix (also drawn as a PNG)."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-    model = training.load_model(model_dir, APP)
+    model = load_model(model_dir)
     dataset = evaluation_data(Path(model_dir), data, encoding)
     if not len(dataset):
         raise UserError(f"{model_dir}: the run has no validation images; pass --data")
@@ -338,7 +348,7 @@ def export(model_dir: str | Path, out: str | Path | None = None, top_k: int = 3)
     probability, every class's probability and the top-k labels with their probabilities."""
     import tensorflow as tf
 
-    model = training.load_model(model_dir, APP)
+    model = load_model(model_dir)
     out = Path(out or model_dir)
     labels = tf.constant(model.labels)
     k = max(1, min(top_k, len(model.labels)))
