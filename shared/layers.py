@@ -33,15 +33,18 @@ class MaskedPooling(layers.Layer):
         if mask is None:
             mask = ops.ones(ops.shape(inputs)[:-1], dtype="bool")
         weights = ops.cast(ops.expand_dims(mask, -1), inputs.dtype)
+        # A row with no step at all (a text of only punctuation) pools to zeros, not to -1e4.
+        has_steps = ops.sum(weights, axis=1) > 0
         if self.mode == "mean":
             return ops.sum(inputs * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
         if self.mode == "max":
             lowest = ops.cast(-1e4, inputs.dtype)
-            return ops.max(ops.where(weights > 0, inputs, lowest), axis=1)
+            pooled = ops.max(ops.where(weights > 0, inputs, lowest), axis=1)
+            return ops.where(has_steps, pooled, ops.zeros_like(pooled))
         scores = ops.squeeze(self.score(self.projection(inputs)), -1)
         scores = ops.where(mask, scores, ops.cast(-1e4, scores.dtype))
         attention = ops.expand_dims(ops.softmax(scores, axis=-1), -1)
-        return ops.sum(inputs * attention, axis=1)
+        return ops.sum(inputs * attention * weights, axis=1)
 
     def compute_mask(self, inputs, mask=None):
         return None

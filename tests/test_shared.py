@@ -167,3 +167,19 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in done.stdout
     assert (tmp_path / "run" / "model.keras").exists()
+
+
+@pytest.mark.parametrize("mode", ["max", "mean", "attention"])
+def test_masked_pooling_ignores_padding_and_pools_empty_rows_to_zero(mode):
+    from dlapps.shared.layers import MaskedPooling
+
+    values = np.array([[[1.0, -2.0], [3.0, 5.0], [100.0, 100.0]], [[7.0, 7.0], [8.0, 8.0], [9.0, 9.0]]], dtype="float32")
+    mask = np.array([[True, True, False], [False, False, False]])
+    pooled = np.asarray(MaskedPooling(mode)(values, mask=mask))
+    assert np.allclose(pooled[1], 0.0), pooled  # nothing to pool
+    if mode == "max":
+        assert np.allclose(pooled[0], [3.0, 5.0])
+    elif mode == "mean":
+        assert np.allclose(pooled[0], [2.0, 1.5])
+    else:  # a convex combination of the two unmasked steps only
+        assert np.all(pooled[0] <= [3.0, 5.0]) and np.all(pooled[0] >= [1.0, -2.0])
