@@ -54,23 +54,3 @@ class MaskedPooling(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
-
-
-@keras.saving.register_keras_serializable(package="dlapps")
-class Truncate(layers.Layer):
-    """Keeps the first `length` steps of a (batch, time, ...) tensor: bounds the cost of a few very
-    long inputs without padding every batch to a fixed length."""
-
-    def __init__(self, length: int, **kwargs):
-        super().__init__(**kwargs)
-        self.length = int(length)
-
-    def call(self, inputs):
-        return inputs[:, : self.length]
-
-    def compute_output_shape(self, input_shape):
-        steps = input_shape[1]
-        return (input_shape[0], None if steps is None else min(steps, self.length)) + tuple(input_shape[2:])
-
-    def get_config(self):
-        return {**super().get_config(), "length": self.length}
