@@ -49,9 +49,8 @@ def train_peer(train_text: str, vocabulary: list[str], minutes: float, seed: int
     model = keras.Sequential([keras.Input((PEER_WINDOW, size)), keras.layers.LSTM(128), keras.layers.Dense(size, activation="softmax")])
     model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
 
-    from dlapps.shared.training import _keras_callbacks
+    from dlapps.shared.training import time_limit
 
-    time_limit = _keras_callbacks()[1]  # the same --max-minutes budget our training gets
     started = time.time()
     history = model.fit(dataset, epochs=1000, callbacks=[time_limit(minutes)], verbose=2)
     return model, time.time() - started, len(history.history["loss"])

@@ -196,6 +196,11 @@ def _keras_callbacks():
     return BestCheckpoint, TimeLimit
 
 
+def time_limit(minutes: float):
+    """The callback behind --max-minutes, for training loops outside `fit` (a benchmark's peer)."""
+    return _keras_callbacks()[1](minutes)
+
+
 def fit(
     model,
     train_data,
