@@ -147,6 +147,14 @@ def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, ensure_ascii=False, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
+def echo_result(result: dict, as_json: bool, title: str = "") -> None:
+    """A command's result: one JSON line for machines (--json), aligned lines for people."""
+    if as_json:
+        echo_json(result)
+    else:
+        echo_metrics(result, title=title)
+
+
 def echo_metrics(metrics: dict, title: str = "") -> None:
     """Flat metrics as aligned `name  value` lines; nested values are shown as JSON."""
     if title:

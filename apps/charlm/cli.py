@@ -81,10 +81,7 @@ def evaluate(
     from .app import evaluate as evaluate_model
 
     metrics = evaluate_model(model, data, encoding)
-    if json:
-        cli.echo_json(metrics)
-        return
-    cli.echo_metrics(metrics, title=f"Evaluated {model}")
+    cli.echo_result(metrics, json, title=f"Evaluated {model}")
 
 
 @app.command()
@@ -100,7 +97,4 @@ def export(
     from .app import export as export_model
 
     result = export_model(model, out, top_k)
-    if json:
-        cli.echo_json(result)
-        return
-    cli.echo_metrics(result, title="Exported")
+    cli.echo_result(result, json, title="Exported")

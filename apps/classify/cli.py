@@ -97,7 +97,4 @@ def export(
     from .app import export as export_model
 
     result = export_model(model, out, top_k=top_k)
-    if json:
-        cli.echo_json(result)
-        return
-    cli.echo_metrics(result, title="Exported")
+    cli.echo_result(result, json, title="Exported")

@@ -79,7 +79,4 @@ def export(
     from .app import export as export_model
 
     result = export_model(model, out)
-    if json:
-        cli.echo_json(result)
-        return
-    cli.echo_metrics(result, title="Exported")
+    cli.echo_result(result, json, title="Exported")
