@@ -43,8 +43,6 @@ for _name, (_module, _help) in APPS.items():
 @app.command("apps")
 def list_apps():
     """List the apps and their modes."""
-    import typer.main
-
     width = max(len(n) for n in APPS)
     for name, (module, help_text) in APPS.items():
         group = typer.main.get_command(importlib.import_module(module).app)

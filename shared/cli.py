@@ -17,7 +17,6 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 

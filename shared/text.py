@@ -5,7 +5,6 @@ source files, never imported, so collecting them runs no code; nothing is copied
 from __future__ import annotations
 
 import ast
-import inspect
 import sysconfig
 from pathlib import Path
 

@@ -125,6 +125,17 @@ class Run:
         return run
 
 
+def run_config(model_dir: str | Path, config_cls, required: bool = False):
+    """The config a run folder was trained with (its config.json), or the app's defaults when it
+    has none; `required` (evaluating on the run's own validation split) makes a missing one an error."""
+    path = Path(model_dir) / "config.json"
+    if path.exists():
+        return config_lib.load_saved(config_cls, path)
+    if required:
+        raise UserError(f"{path}: no training config to recover the validation split from; pass --data")
+    return config_cls()
+
+
 def train_config(app: str, config_cls, config_file=None, overrides: dict | None = None):
     """The config for ``train``; with --resume, the interrupted run's own config.json is the base,
     so only the flags given again (say, a larger --epochs) change it."""

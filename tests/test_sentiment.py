@@ -1,7 +1,6 @@
 """sentiment: demo train -> predict -> evaluate -> export, serialization, resume, every bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -13,7 +13,6 @@ import numpy as np
 from ...shared import data as data_lib
 from ...shared import export as export_lib
 from ...shared import training
-from ...shared.config import load_saved
 from ...shared.errors import UserError
 from ...shared.strategy import describe, get_strategy
 from . import data as charlm_data
@@ -149,18 +148,14 @@ def score(model_dir: str | Path, file: str | Path, encoding: str = "utf-8", mode
 
 def evaluation_text(model_dir: Path, data: str | None, encoding: str = "utf-8") -> str:
     """All of --data when given, else the run's own validation text."""
-    config_path = Path(model_dir) / "config.json"
+    config = training.run_config(model_dir, CharLMConfig, required=data is None)
     if data is None:
-        if not config_path.exists():
-            raise UserError(f"{config_path}: no training config to recover the validation text from; pass --data")
-        config = load_saved(CharLMConfig, config_path)
         val = charlm_data.split_text(
             charlm_data.read_data(config.data, config.encoding, config.demo_chars, config.tfds_dir), config.val_fraction
         ).val
         if len(val) < 2:
             raise UserError(f"{model_dir}: trained without a validation part (--val-fraction 0); pass --data")
         return val
-    config = load_saved(CharLMConfig, config_path) if config_path.exists() else CharLMConfig()
     if data.strip() == "demo":  # text after the demo's training slice: unseen docstrings
         return charlm_data.demo(2 * config.demo_chars)[config.demo_chars :]
     return charlm_data.read_data(data, encoding, config.demo_chars, config.tfds_dir, tfds_split="test")

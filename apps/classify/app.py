@@ -13,7 +13,6 @@ from ...shared import data as data_lib
 from ...shared import export as export_lib
 from ...shared import images
 from ...shared import training
-from ...shared.config import load_saved
 from ...shared.errors import UserError
 from ...shared.strategy import describe, get_strategy
 from . import data as classify_data
@@ -285,11 +284,8 @@ def write_gradcam(model, paths: list[Path], class_indices, folder: Path, batch_s
 
 def evaluation_data(model_dir: Path, data: str | None, encoding: str = "utf-8"):
     """The images to evaluate on: all of --data when given, else the run's own validation split."""
-    config_path = Path(model_dir) / "config.json"
-    config = load_saved(ClassifyConfig, config_path) if config_path.exists() else ClassifyConfig()
+    config = training.run_config(model_dir, ClassifyConfig, required=data is None)
     if data is None:
-        if not config_path.exists():
-            raise UserError(f"{config_path}: no training config to recover the validation split from; pass --data")
         return classify_data.load_splits(config).val
     config.encoding = encoding
     spec = data_lib.parse_data_spec(data)

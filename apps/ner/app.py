@@ -11,7 +11,6 @@ import numpy as np
 from ...shared import data as data_lib
 from ...shared import export as export_lib
 from ...shared import training
-from ...shared.config import load_saved
 from ...shared.errors import UserError
 from ...shared.strategy import describe, get_strategy
 from . import data as ner_data
@@ -279,11 +278,8 @@ def entity_scores(model, sentences) -> dict:
 
 def evaluation_data(model_dir: Path, data: str | None, encoding: str = "utf-8") -> ner_data.Sentences:
     """The sentences to evaluate on: all of --data when given, else the run's own validation split."""
-    config_path = Path(model_dir) / "config.json"
-    config = load_saved(NerConfig, config_path) if config_path.exists() else NerConfig()
+    config = training.run_config(model_dir, NerConfig, required=data is None)
     if data is None:
-        if not config_path.exists():
-            raise UserError(f"{config_path}: no training config to recover the validation split from; pass --data")
         return ner_data.load_splits(config)[1]
     config.encoding = encoding
     return ner_data.evaluation_sentences(data, config)

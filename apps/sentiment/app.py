@@ -9,7 +9,6 @@ import numpy as np
 from ...shared import data as data_lib
 from ...shared import export as export_lib
 from ...shared import training
-from ...shared.config import load_saved
 from ...shared.errors import UserError
 from ...shared.strategy import describe, get_strategy
 from . import data as sentiment_data
@@ -106,11 +105,8 @@ def predict(model_dir: str | Path, texts: list[str], model=None) -> list[dict]:
 
 def evaluation_data(model_dir: Path, data: str | None, encoding: str = "utf-8"):
     """The texts to evaluate on: all of --data when given, else the run's own validation split."""
-    config_path = Path(model_dir) / "config.json"
-    config = load_saved(SentimentConfig, config_path) if config_path.exists() else SentimentConfig()
+    config = training.run_config(model_dir, SentimentConfig, required=data is None)
     if data is None:
-        if not config_path.exists():
-            raise UserError(f"{config_path}: no training config to recover the validation split from; pass --data")
         return sentiment_data.load_splits(config).val
     config.encoding = encoding
     spec = data_lib.parse_data_spec(data)
