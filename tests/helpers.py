@@ -106,3 +106,50 @@ def snapshot(folder: str | Path) -> dict[str, bytes]:
     """Every file under `folder` with its bytes: to show that a failed command changed nothing."""
     folder = Path(folder)
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# Modules `dlapps --help`, `dlapps APP --help` and listings must never import: they take seconds.
+HEAVY_MODULES = ("tensorflow", "keras", "keras_hub", "tensorflow_datasets", "gensim")
+
+
+def heavy_imports_of(*args: str) -> tuple[list[str], str]:
+    """Runs `dlapps ARGS` (help or a listing) in a fresh process; returns the heavy modules it
+    imported and what it printed. Fails when the command itself fails."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from dlapps.apps.cli import app
+        try:
+            app({list(args)!r}, prog_name="dlapps")
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
+        print("HEAVY:", [m for m in {HEAVY_MODULES!r} if m in sys.modules])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    output, _, heavy = done.stdout.rpartition("HEAVY: ")
+    return json.loads(heavy.strip().replace("'", '"')), output
+
+
+def kill_training_after(*args: str, metadata: Path, epochs: int, timeout: int = 240) -> int:
+    """Starts `dlapps ARGS` (a train command) in a new process and SIGKILLs it once `metadata`
+    (BackupAndRestore's training_metadata.json) records `epochs` finished epochs, or the process
+    ends, or `timeout` seconds pass. Returns the finished epochs the backup holds."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlapps.apps", *map(str, args)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV,
+    )
+
+    def finished() -> int:
+        return json.loads(metadata.read_text() or "{}").get("epoch", 0) if metadata.exists() else 0
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and finished() < epochs:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return json.loads(metadata.read_text())["epoch"]

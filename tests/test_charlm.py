@@ -3,16 +3,11 @@ serialization, resume, every bad input."""
 
 import json
 import math
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
 
-from .helpers import QUIET_ENV, assert_ok, assert_user_error, run_cli, run_subprocess, saved_model_outputs, snapshot
+from .helpers import assert_ok, assert_user_error, heavy_imports_of, kill_training_after, run_cli, run_subprocess, saved_model_outputs, snapshot
 
 TINY = ["--demo-chars", "30000", "--arch", "lstm", "--units", "64", "--embedding-dim", "16", "--sequence-length", "32",
         "--batch-size", "16", "--learning-rate", "0.01", "--dropout", "0"]
@@ -186,15 +181,8 @@ def test_gru_and_transformer_train_generate_and_score(arch, options, tmp_path, t
 
 def test_resume_after_the_process_is_killed(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "dlapps.apps", "charlm", "train", "--out", str(out), "--epochs", "40", "--demo-chars", "8000", *TINY[2:]]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV)
-    metadata = out / "backup" / "training_metadata.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None and not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_epochs = json.loads(metadata.read_text())["epoch"]
+    command = ["charlm", "train", "--out", str(out), "--epochs", "40", "--demo-chars", "8000", *TINY[2:]]
+    done_epochs = kill_training_after(*command, metadata=out / "backup" / "training_metadata.json", epochs=2)
     assert 2 <= done_epochs < 40 and not (out / "model.keras").exists()
     assert_user_error(run_cli("charlm", "train", "--out", out, "--epochs", "3"), "interrupted run", "--resume")
     result = run_cli("charlm", "train", "--out", out, "--resume", "--epochs", str(done_epochs + 1))
@@ -284,17 +272,6 @@ def test_missing_or_corrupt_model_and_bad_evaluate_data(run_dir, tmp_path):
 
 @pytest.mark.parametrize("args", [["charlm", "--help"], ["charlm", "train", "--help"], ["charlm", "predict", "--help"]])
 def test_help_never_imports_tensorflow(args):
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from dlapps.apps.cli import app
-        try:
-            app({args!r}, prog_name="dlapps")
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
-        print("HEAVY:", [m for m in ("tensorflow", "keras", "keras_hub") if m in sys.modules])
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "HEAVY: []" in done.stdout and "--temperature" in done.stdout or args[-1] != "predict"
+    heavy, output = heavy_imports_of(*args)
+    assert heavy == []
+    assert args[-1] != "predict" or "--temperature" in output

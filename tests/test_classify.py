@@ -2,21 +2,15 @@
 
 import io
 import json
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
 
-from .helpers import QUIET_ENV, assert_ok, assert_user_error, run_cli, run_subprocess, saved_model_outputs, snapshot
+from .helpers import assert_ok, assert_user_error, heavy_imports_of, kill_training_after, run_cli, run_subprocess, saved_model_outputs, snapshot
 
 SIZE = 64
 TINY = ["--weights", "none", "--image-size", str(SIZE), "--demo-size", "400", "--batch-size", "16",
         "--learning-rate", "0.003", "--no-augment"]
-HEAVY = ("tensorflow", "keras", "keras_hub", "tensorflow_datasets")
 
 
 def image_bytes(array, fmt="PNG", mode=None) -> bytes:
@@ -181,16 +175,9 @@ def test_two_phases_from_a_local_weights_file_resume_after_a_kill_and_a_mismatch
     keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None).save_weights(wrong)
     out = tmp_path / "run"
     common = ["--image-size", "32", "--demo-size", "60", "--batch-size", "16", "--no-augment", "--out", str(out)]
-    command = [sys.executable, "-m", "dlapps.apps", "classify", "train", "--weights", str(right), "--epochs", "1",
+    command = ["classify", "train", "--weights", str(right), "--epochs", "1",
                "--unfreeze", "6", "--finetune-epochs", "60", *common]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV)
-    metadata = out / "backup" / "finetune" / "training_metadata.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_epochs = json.loads(metadata.read_text())["epoch"]
+    done_epochs = kill_training_after(*command, metadata=out / "backup" / "finetune" / "training_metadata.json", epochs=1)
     assert (out / "checkpoints" / "head.done").exists() and not (out / "model.keras").exists()
 
     result = run_cli("classify", "train", "--out", out, "--resume", "--finetune-epochs", str(done_epochs + 1))
@@ -334,20 +321,8 @@ def test_missing_and_corrupt_models_as_a_subprocess(tmp_path):
 
 @pytest.mark.parametrize("args", [["classify", "--help"], ["classify", "train", "--help"], ["classify", "predict", "--help"]])
 def test_help_never_imports_tensorflow(args):
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from dlapps.apps.cli import app
-        try:
-            app({args!r}, prog_name="dlapps")
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
-        print("HEAVY:", [m for m in {HEAVY!r} if m in sys.modules])
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "HEAVY: []" in done.stdout, done.stdout[-500:]
+    heavy, _ = heavy_imports_of(*args)
+    assert heavy == []
 
 
 def test_top_k_accuracy_with_two_classes_and_more():

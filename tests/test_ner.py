@@ -3,18 +3,13 @@ tokenisation, serialization, resume and every bad input."""
 
 import itertools
 import json
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 
 import numpy as np
 import pytest
 
 from dlapps.apps.ner import data as ner_data
 
-from .helpers import QUIET_ENV, assert_ok, assert_user_error, run_cli, run_subprocess, saved_model_outputs, snapshot
+from .helpers import assert_ok, assert_user_error, heavy_imports_of, kill_training_after, run_cli, run_subprocess, saved_model_outputs, snapshot
 
 TINY = ["--demo-size", "500", "--lstm-units", "24", "--embedding-dim", "24", "--char-units", "16", "--char-dim", "12",
         "--batch-size", "16", "--learning-rate", "0.01"]
@@ -201,32 +196,14 @@ def test_local_conll_folder_softmax_head_char_lstm_embeddings_and_overlong_sente
 
 def test_help_never_imports_tensorflow():
     for args in (["ner", "--help"], ["ner", "train", "--help"]):
-        script = textwrap.dedent(
-            f"""
-            import sys
-            from dlapps.apps.cli import app
-            try:
-                app({args!r}, prog_name="dlapps")
-            except SystemExit as exit:
-                assert exit.code in (0, None), exit.code
-            print("HEAVY:", [m for m in ("tensorflow", "keras") if m in sys.modules])
-            """
-        )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
-        assert done.returncode == 0 and "HEAVY: []" in done.stdout, done.stdout + done.stderr
+        heavy, _ = heavy_imports_of(*args)
+        assert heavy == [], args
 
 
 def test_resume_after_the_process_is_killed(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "dlapps.apps", "ner", "train", "--out", str(out), "--epochs", "40", *TINY, "--demo-size", "150"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV)
-    metadata = out / "backup" / "training_metadata.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_epochs = json.loads(metadata.read_text())["epoch"]
+    command = ["ner", "train", "--out", str(out), "--epochs", "40", *TINY, "--demo-size", "150"]
+    done_epochs = kill_training_after(*command, metadata=out / "backup" / "training_metadata.json", epochs=1)
     assert 1 <= done_epochs < 40 and not (out / "model.keras").exists()
     result = run_cli("ner", "train", "--out", out, "--resume", "--epochs", str(done_epochs + 1))
     assert_ok(result)

@@ -1,15 +1,11 @@
 """sentiment: demo train -> predict -> evaluate -> export, serialization, resume, every bad input."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 
-from .helpers import QUIET_ENV, assert_ok, assert_user_error, run_cli, run_subprocess, saved_model_outputs, snapshot
+from .helpers import assert_ok, assert_user_error, kill_training_after, run_cli, run_subprocess, saved_model_outputs, snapshot
 
 TINY = ["--demo-size", "1200", "--lstm-units", "16", "--embedding-dim", "32", "--batch-size", "32", "--learning-rate", "0.01"]
 TEXTS = ["the plot was not boring", "although the cast was great, the ending felt dull", "the acting was superb"]
@@ -119,15 +115,8 @@ def test_local_file_per_class_layout_in_latin1(tmp_path):
 
 def test_resume_after_the_process_is_killed(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "dlapps.apps", "sentiment", "train", "--out", str(out), "--epochs", "40", *TINY]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV)
-    metadata = out / "backup" / "training_metadata.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_epochs = json.loads(metadata.read_text())["epoch"]
+    command = ["sentiment", "train", "--out", str(out), "--epochs", "40", *TINY]
+    done_epochs = kill_training_after(*command, metadata=out / "backup" / "training_metadata.json", epochs=2)
     assert 2 <= done_epochs < 40 and not (out / "model.keras").exists()
 
     fresh = run_cli("sentiment", "train", "--out", out, "--epochs", "3", *TINY)

@@ -14,28 +14,14 @@ from dlapps.shared import data as data_lib
 from dlapps.shared.embeddings import embedding_matrix, read_word2vec
 from dlapps.shared.errors import UserError
 
-from .helpers import QUIET_ENV, assert_ok, run_cli, run_subprocess
+from .helpers import QUIET_ENV, assert_ok, heavy_imports_of, run_cli, run_subprocess
 
-HEAVY = ("tensorflow", "keras", "keras_hub", "tensorflow_datasets")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["sentiment", "--help"], ["sentiment", "train", "--help"], ["apps"]])
 def test_help_and_app_list_never_import_tensorflow(args):
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from dlapps.apps.cli import app
-        try:
-            app({args!r}, prog_name="dlapps")
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
-        heavy = [m for m in {HEAVY!r} if m in sys.modules]
-        print("HEAVY:", heavy)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "HEAVY: []" in done.stdout, done.stdout[-500:]
+    heavy, output = heavy_imports_of(*args)
+    assert heavy == [] and output.strip()
 
 
 def test_apps_lists_every_app_with_its_modes():

@@ -2,14 +2,11 @@
 negative sampling and subsampling rates, serialization, every bad input."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
-from .helpers import QUIET_ENV, assert_ok, assert_user_error, run_cli, run_subprocess, saved_model_outputs, snapshot
+from .helpers import assert_ok, assert_user_error, heavy_imports_of, kill_training_after, run_cli, run_subprocess, saved_model_outputs, snapshot
 
 TINY = ["--demo-chars", "700000", "--dim", "32", "--epochs", "3", "--batch-size", "512"]
 # word pairs that sit together in the standard library's docstrings
@@ -184,20 +181,11 @@ def test_cbow_trains_on_a_local_folder(tmp_path):
 
 
 def test_resume_after_the_process_is_killed(tmp_path):
-    import signal
-    import time
 
     out = tmp_path / "run"
     args = ["--demo-chars", "300000", "--dim", "16", "--batch-size", "256"]
-    command = [sys.executable, "-m", "dlapps.apps", "word2vec", "train", "--out", str(out), "--epochs", "60", *args]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV)
-    metadata = out / "backup" / "training_metadata.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_epochs = json.loads(metadata.read_text())["epoch"]
+    command = ["word2vec", "train", "--out", str(out), "--epochs", "60", *args]
+    done_epochs = kill_training_after(*command, metadata=out / "backup" / "training_metadata.json", epochs=2)
     assert 2 <= done_epochs < 60 and not (out / "model.keras").exists()
     assert_user_error(run_cli("word2vec", "train", "--out", out, *args), "interrupted run", "--resume")
 
@@ -253,20 +241,8 @@ def test_subsampling_drops_frequent_words_at_the_expected_rate():
 
 @pytest.mark.parametrize("args", [["word2vec", "--help"], ["word2vec", "train", "--help"], ["word2vec", "evaluate", "--help"]])
 def test_help_never_imports_tensorflow(args):
-    script = textwrap.dedent(
-        f"""
-        import sys
-        from dlapps.apps.cli import app
-        try:
-            app({args!r}, prog_name="dlapps")
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
-        print("HEAVY:", [m for m in ("tensorflow", "keras", "gensim") if m in sys.modules])
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=QUIET_ENV, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "HEAVY: []" in done.stdout, done.stdout[-500:]
+    heavy, _ = heavy_imports_of(*args)
+    assert heavy == []
 
 
 def test_failed_training_leaves_an_existing_run_untouched(run_dir, tmp_path):
