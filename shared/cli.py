@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import json
 import os
@@ -192,9 +193,10 @@ def _shown_default(value) -> str:
     return str(value)
 
 
-def add_train_command(app: typer.Typer, config_cls, run: Callable[[Any], dict], app_name: str, help: str) -> None:
+def add_train_command(app: typer.Typer, config_cls, app_module: str, app_name: str, help: str) -> None:
     """Adds ``train`` to `app`: one ``--flag`` per config field (comment as help, default shown),
-    plus ``--config FILE`` and ``--verbose``. `run(config)` trains and returns metrics."""
+    plus ``--config FILE`` and ``--verbose``. `app_module` (the app's app.py, by module name so that
+    TensorFlow loads only when the command runs) has ``train(config)`` returning metrics."""
     types_by_name = config_lib.field_types(config_cls)
     defaults = config_cls()
     parameters = []
@@ -226,7 +228,7 @@ def add_train_command(app: typer.Typer, config_cls, run: Callable[[Any], dict], 
         config_file = values.pop("config")
         values.pop("verbose")
         config = training.train_config(app_name, config_cls, config_file, values)
-        metrics = run(config)
+        metrics = importlib.import_module(app_module).train(config)
         echo_metrics(metrics, title=f"Trained {app_name}: {Path(config.out or default_model_dir(app_name)) / 'model.keras'}")
 
     train.__signature__ = inspect.Signature(parameters)

@@ -14,13 +14,8 @@ APP = "charlm"
 app = cli.make_app("Character-level language model (LSTM, GRU or Transformer): generate text, score it by perplexity.")
 
 
-def _train(config: CharLMConfig) -> dict:
-    from .app import train
 
-    return train(config)
-
-
-cli.add_train_command(app, CharLMConfig, _train, APP, help="Train a character language model on --data (default: standard-library docstrings).")
+cli.add_train_command(app, CharLMConfig, f"{__package__}.app", APP, help="Train a character language model on --data (default: standard-library docstrings).")
 
 TopK = Annotated[int, typer.Option("--top-k", "-k", help="sample among the K most likely characters (0: all)")]
 

@@ -19,14 +19,9 @@ ImagesArgument = Annotated[
 TopK = Annotated[int, typer.Option("--top-k", "-k", help="labels shown per image, most probable first")]
 
 
-def _train(config: ClassifyConfig) -> dict:
-    from .app import train
-
-    return train(config)
-
 
 cli.add_train_command(
-    app, ClassifyConfig, _train, APP,
+    app, ClassifyConfig, f"{__package__}.app", APP,
     help="Train on --data (default: the generated demo shapes and textures): a frozen backbone with a new head, then fine-tune its top layers.",
 )
 

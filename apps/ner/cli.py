@@ -15,13 +15,8 @@ app = cli.make_app("Named-entity recognition: BiLSTM-CRF over words, characters 
 Format = Annotated[str, typer.Option("--format", help="spans: one entity per line; conll: token and tag per line")]
 
 
-def _train(config: NerConfig) -> dict:
-    from .app import train
 
-    return train(config)
-
-
-cli.add_train_command(app, NerConfig, _train, APP, help="Train a tagger on --data (default: generated demo sentences; or a CoNLL file/folder, tfds:conll2003).")
+cli.add_train_command(app, NerConfig, f"{__package__}.app", APP, help="Train a tagger on --data (default: generated demo sentences; or a CoNLL file/folder, tfds:conll2003).")
 
 
 @app.command()

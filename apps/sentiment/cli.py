@@ -11,13 +11,8 @@ APP = "sentiment"
 app = cli.make_app("Text classification (binary or multi-class) with a BiLSTM over raw strings.")
 
 
-def _train(config: SentimentConfig) -> dict:
-    from .app import train
 
-    return train(config)
-
-
-cli.add_train_command(app, SentimentConfig, _train, APP, help="Train a classifier on --data (default: the generated demo reviews).")
+cli.add_train_command(app, SentimentConfig, f"{__package__}.app", APP, help="Train a classifier on --data (default: the generated demo reviews).")
 
 
 @app.command()

@@ -19,13 +19,8 @@ WordsArgument = Annotated[
 TopN = Annotated[int, typer.Option("--topn", "-n", help="how many neighbours or answers to show")]
 
 
-def _train(config: Word2VecConfig) -> dict:
-    from .app import train
 
-    return train(config)
-
-
-cli.add_train_command(app, Word2VecConfig, _train, APP,
+cli.add_train_command(app, Word2VecConfig, f"{__package__}.app", APP,
                       help="Train word vectors on --data (default: the standard library's docstrings).")
 
 
