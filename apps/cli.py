@@ -11,21 +11,21 @@ import pkgutil
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from ..shared import cli
+from dlapps.shared import cli
 
 
-def discover_apps() -> dict[str, tuple[str, str]]:
-    """app name -> (its cli module, one-line description): every folder in apps/ with a cli.py,
-    described by the first line of its package docstring. Adding an app needs no edit here."""
+def discover_apps() -> dict[str, Any]:
+    """app name -> its contract (the ``APP`` of apps/NAME/app.py): every folder in apps/ with an
+    app.py. Adding an app needs no edit here. app.py imports no TensorFlow, so this is fast."""
     found = {}
     for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if module.ispkg and (Path(__file__).parent / module.name / "cli.py").exists():
-            package = importlib.import_module(f"{__package__}.{module.name}")
-            summary = (package.__doc__ or "").strip().splitlines()[0] if package.__doc__ else module.name
-            found[module.name] = (f"{__package__}.{module.name}.cli", summary.split(": ", 1)[-1])
+        folder = Path(__file__).parent / module.name
+        if module.ispkg and (folder / "app.py").exists() and "(App):" in (folder / "app.py").read_text():  # TRANSITION
+            found[module.name] = importlib.import_module(f"{__package__}.{module.name}.app").APP
     return dict(sorted(found.items()))
 
 
@@ -36,18 +36,21 @@ app = cli.make_app(
     "Every app trains offline on its built-in demo data: `dlapps sentiment train`."
 )
 
-for _name, (_module, _help) in APPS.items():
-    app.add_typer(importlib.import_module(_module).app, name=_name, help=_help)
+for _name, _contract in APPS.items():
+    _group = cli.app_commands(_contract)
+    if (Path(__file__).parent / _name / "cli.py").exists():  # commands of its own beyond the four modes
+        importlib.import_module(f"{__package__}.{_name}.cli").extend(_group, _contract)
+    app.add_typer(_group, name=_name, help=_contract.summary)
 
 
 @app.command("apps")
 def list_apps():
     """List the apps and their modes."""
     width = max(len(n) for n in APPS)
-    for name, (module, help_text) in APPS.items():
-        group = typer.main.get_command(importlib.import_module(module).app)
-        modes = ", ".join(group.list_commands(None))
-        typer.echo(f"{name:<{width}}  {modes:<34}  {help_text}")
+    groups = {g.name: g for g in app.registered_groups}
+    for name, contract in APPS.items():
+        modes = ", ".join(typer.main.get_command(groups[name].typer_instance).list_commands(None))
+        typer.echo(f"{name:<{width}}  {modes:<34}  {contract.summary}")
 
 
 @app.command()
@@ -56,9 +59,12 @@ def info(json: cli.Json = False):
     """Versions, devices, the strategy `auto` picks, and where data and models live."""
     from importlib import metadata
 
+    from dlapps.shared.runtime import import_tensorflow
+
+    import_tensorflow()
     import tensorflow as tf
 
-    from ..shared.strategy import auto_choice
+    from dlapps.shared.strategy import auto_choice
 
     def version(name):
         try:

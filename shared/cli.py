@@ -1,8 +1,9 @@
-"""CLI plumbing shared by every app: typer apps with close-match hints, the ``train`` command
-generated from an app's typed config, common option types, and one-line errors.
+"""The CLI of every app, generated from its contract (shared/app.py): ``train`` from its typed
+config, ``predict``/``evaluate``/``export`` from its option dataclasses, plus close-match hints
+and one-line errors.
 
 Nothing here imports TensorFlow: ``dlapps --help`` and ``dlapps APP --help`` stay fast; commands
-import the app's TensorFlow code when they run.
+import TensorFlow when they run.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import config as config_lib
-from .errors import UserError, suggest
+from dlapps.shared import config as config_lib
+from dlapps.shared.errors import UserError, suggest
 
 
 class HintingGroup(TyperGroup):
@@ -57,41 +58,26 @@ def fail(message: str) -> typing.NoReturn:
     raise UserError(message)
 
 
-def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with its C++ start-up log lines (oneDNN, CUDA probing) kept off the
-    terminal; TF_CPP_MIN_LOG_LEVEL=0 in the environment shows them again."""
-    if "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def handle_errors(function: Callable) -> Callable:
     """Turns UserError into one line on stderr and exit status 2 (a traceback only with --verbose),
-    and Ctrl-C into a note on how to resume. Commands wrapped by it import TensorFlow quietly."""
+    and Ctrl-C into a note on how to resume. TensorFlow is imported only where a command needs it
+    (shared.runtime), so a bad option or a missing file is reported at once."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
-            import_tensorflow_quietly()
             return function(*args, **kwargs)
-        except UserError as error:
+        except (UserError, OSError) as error:
             if kwargs.get("verbose"):
                 import traceback
 
                 traceback.print_exc()
+            if isinstance(error, OSError) and not isinstance(error, UserError):
+                if not getattr(error, "filename", None):
+                    raise
+                error = UserError(f"{error.filename}: {error.strerror or type(error).__name__}")
             typer.echo(f"Error: {error}", err=True)
-            raise typer.Exit(error.exit_code)
+            raise typer.Exit(2)
         except KeyboardInterrupt:
             typer.echo("Interrupted. A train run continues with the same command and --resume.", err=True)
             raise typer.Exit(130)
@@ -99,52 +85,48 @@ def handle_errors(function: Callable) -> Callable:
     return wrapper
 
 
-# --- common options ------------------------------------------------------------------------------
+# --- common options --------------------------------------------------------------------------------
 
-ModelDir = Annotated[
-    Path, typer.Option("--model", "-m", help="run folder (or .keras file) of a trained model", show_default=True)
-]
 Json = Annotated[bool, typer.Option("--json", help="print JSON for machines instead of a table")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="show tracebacks on errors")]
-DataOption = Annotated[
-    Optional[str], typer.Option("--data", "-d", help="demo | local path | tfds:NAME[:SPLIT] (default: the validation split the model was trained with)")
-]
-EncodingOption = Annotated[str, typer.Option("--encoding", help="text encoding of local files")]
 ConfigFile = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="JSON or YAML file of config values; flags win over it")
 ]
-TextsArgument = Annotated[
-    Optional[list[str]], typer.Argument(help="texts to score; '-' reads one text per line from stdin", show_default=False)
-]
-FileOption = Annotated[Optional[Path], typer.Option("--file", "-f", help="read one text per line from this file")]
-ExportOut = Annotated[
-    Optional[Path], typer.Option("--out", "-o", help="folder to export into (default: the model's run folder)")
-]
+FileOption = Annotated[Optional[Path], typer.Option("--file", "-f", help="read one input per line from this file")]
 
 
 def default_model_dir(app: str) -> Path:
-    return Path("saved_models") / app
+    from dlapps.shared.training import default_run_dir
+
+    return default_run_dir(app)
 
 
-def read_inputs(texts: list[str] | None, file: Path | None, encoding: str = "utf-8") -> list[str]:
-    """Texts from arguments, --file (one per line) or '-' (stdin)."""
-    from .data import read_lines
+def read_inputs(items: list[str] | None, file: Path | None, encoding: str = "utf-8", kind: str = "texts") -> list[str]:
+    """Inputs from arguments, --file (one per line) or '-' (stdin: one per line)."""
+    from dlapps.shared.data import read_lines
 
-    items: list[str] = []
-    for text in texts or []:
-        if text == "-":
-            items.extend(line.rstrip("\r\n") for line in sys.stdin if line.strip())
+    gathered: list[str] = []
+    for item in items or []:
+        if item == "-":
+            gathered.extend(line.rstrip("\r\n") for line in sys.stdin if line.strip())
         else:
-            items.append(text)
+            gathered.append(item)
     if file is not None:
-        items.extend(read_lines(file, encoding))
-    if not items:
-        raise UserError("no input: give texts as arguments, --file FILE, or '-' for stdin")
-    return items
+        gathered.extend(read_lines(file, encoding))
+    if kind == "paths":
+        empty = [item for item in gathered if not item.strip()]
+        if empty:
+            raise UserError("an empty path was given as input")
+    if not gathered:
+        what = "texts as arguments, --file FILE" if kind == "texts" else "files or folders as arguments"
+        raise UserError(f"no input: give {what}, or '-' for stdin")
+    return gathered
 
 
 def echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, ensure_ascii=False, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    from dlapps.shared.files import json_default
+
+    typer.echo(json.dumps(data, ensure_ascii=False, default=json_default))
 
 
 def echo_result(result: dict, as_json: bool, title: str = "") -> None:
@@ -157,6 +139,8 @@ def echo_result(result: dict, as_json: bool, title: str = "") -> None:
 
 def echo_metrics(metrics: dict, title: str = "") -> None:
     """Flat metrics as aligned `name  value` lines; nested values are shown as JSON."""
+    from dlapps.shared.files import json_default
+
     if title:
         typer.echo(title)
     width = max((len(k) for k in metrics), default=0)
@@ -164,13 +148,13 @@ def echo_metrics(metrics: dict, title: str = "") -> None:
         if isinstance(value, float):
             shown = f"{value:.4f}"
         elif isinstance(value, (dict, list)):
-            shown = json.dumps(value, default=str)
+            shown = json.dumps(value, default=json_default, ensure_ascii=False)
         else:
             shown = str(value)
         typer.echo(f"  {key:<{width}}  {shown}")
 
 
-# --- the train command, generated from the typed config ------------------------------------------
+# --- options of a dataclass as typer parameters ----------------------------------------------------
 
 
 def _flag_name(name: str) -> str:
@@ -193,14 +177,13 @@ def _shown_default(value) -> str:
     return str(value)
 
 
-def add_train_command(app: typer.Typer, config_cls, app_module: str, app_name: str, help: str) -> None:
-    """Adds ``train`` to `app`: one ``--flag`` per config field (comment as help, default shown),
-    plus ``--config FILE`` and ``--verbose``. `app_module` (the app's app.py, by module name so that
-    TensorFlow loads only when the command runs) has ``train(config)`` returning metrics."""
-    types_by_name = config_lib.field_types(config_cls)
-    defaults = config_cls()
+def option_parameters(options_cls, app_name: str) -> list[inspect.Parameter]:
+    """One keyword parameter (a typer option defaulting to None = 'not given') per field of a
+    typed options dataclass: its comment as help, choices and bounds shown, its default shown."""
+    types_by_name = config_lib.field_types(options_cls)
+    defaults = options_cls()
     parameters = []
-    for field in dataclasses.fields(config_cls):
+    for field in dataclasses.fields(options_cls):
         tp = _cli_type(types_by_name[field.name])
         names = [_flag_name(field.name)]
         if tp is bool:
@@ -209,29 +192,132 @@ def add_train_command(app: typer.Typer, config_cls, app_module: str, app_name: s
             names.append(field.metadata["short"])
         help_text = field.metadata.get("help", "")
         if field.metadata.get("choices"):
-            help_text += f" ({' | '.join(field.metadata['choices'])})"
+            help_text += f" ({' | '.join(map(str, field.metadata['choices']))})"
+        bounds = config_lib.describe_bounds(field.metadata)
+        if bounds:
+            help_text += f" [{bounds}]"
         default = getattr(defaults, field.name)
-        if field.name == "out" and not default:
-            shown = str(default_model_dir(app_name))
-        else:
-            shown = _shown_default(default)
+        shown = str(default_model_dir(app_name)) if field.name == "out" and not default and hasattr(defaults, "epochs") else _shown_default(default)
         option = typer.Option(*names, help=help_text, show_default=shown)
         parameters.append(
             inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[tp], option])
         )
-    parameters.append(inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile))
-    parameters.append(inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Verbose))
+    return parameters
+
+
+def _command(function: Callable, parameters: list[inspect.Parameter], help: str) -> Callable:
+    function.__signature__ = inspect.Signature(parameters)
+    function.__annotations__ = {p.name: p.annotation for p in parameters}
+    function.__doc__ = help
+    return handle_errors(function)
+
+
+def _common(app_name: str, model: bool = True) -> list[inspect.Parameter]:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    common = []
+    if model:
+        model_option = typer.Option("--model", "-m", help="run folder (or .keras file) of a trained model")
+        common.append(inspect.Parameter("model", keyword, default=default_model_dir(app_name), annotation=Annotated[Path, model_option]))
+    common.append(inspect.Parameter("json", keyword, default=False, annotation=Json))
+    common.append(inspect.Parameter("verbose", keyword, default=False, annotation=Verbose))
+    return common
+
+
+# --- the four modes, generated from an app's contract ----------------------------------------------
+
+
+def app_commands(contract) -> typer.Typer:
+    """The typer group of one app (a shared.app.App): train, predict, evaluate and export."""
+    group = make_app(contract.summary)
+    add_train_command(group, contract)
+    add_predict_command(group, contract)
+    add_evaluate_command(group, contract)
+    add_export_command(group, contract)
+    return group
+
+
+def add_train_command(group: typer.Typer, contract) -> None:
+    parameters = option_parameters(contract.config, contract.name)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters.append(inspect.Parameter("config", keyword, default=None, annotation=ConfigFile))
+    parameters.append(inspect.Parameter("verbose", keyword, default=False, annotation=Verbose))
 
     def train(**values):
-        from . import training
+        from dlapps.shared import training
 
         config_file = values.pop("config")
         values.pop("verbose")
-        config = training.train_config(app_name, config_cls, config_file, values)
-        metrics = importlib.import_module(app_module).train(config)
-        echo_metrics(metrics, title=f"Trained {app_name}: {Path(config.out or default_model_dir(app_name)) / 'model.keras'}")
+        config = training.train_config(contract.name, contract.config, config_file, values)
+        metrics = training.train(contract, config)
+        out = Path(config.out or default_model_dir(contract.name))
+        echo_metrics(metrics, title=f"Trained {contract.name}: {out / 'model.keras'}")
 
-    train.__signature__ = inspect.Signature(parameters)
-    train.__annotations__ = {p.name: p.annotation for p in parameters}
-    train.__doc__ = help
-    app.command("train")(handle_errors(train))
+    help_text = f"Train on --data (default: the generated demo data). Every flag is a field of apps/{contract.name}/config.py."
+    group.command("train")(_command(train, parameters, help_text))
+
+
+def add_predict_command(group: typer.Typer, contract) -> None:
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = []
+    if contract.inputs != "none":
+        argument = typer.Argument(help=contract.input_help, show_default=False)
+        parameters.append(inspect.Parameter("inputs", keyword, default=None, annotation=Annotated[Optional[list[str]], argument]))
+    if contract.inputs == "texts":
+        parameters.append(inspect.Parameter("file", keyword, default=None, annotation=FileOption))
+    parameters += option_parameters(contract.predict_options, contract.name) + _common(contract.name)
+
+    def predict(**values):
+        from dlapps.shared import training
+
+        model_dir, as_json = values.pop("model"), values.pop("json")
+        values.pop("verbose")
+        items, file = values.pop("inputs", None), values.pop("file", None)
+        options = config_lib.resolve(contract.predict_options, None, values)
+        inputs = [] if contract.inputs == "none" else read_inputs(items, file, options.encoding, contract.inputs)
+        inputs = contract.read_inputs(inputs, options)
+        model = training.load_model(model_dir, contract.name)
+        for row in contract.predict(model, inputs, options):
+            typer.echo(json.dumps(row, ensure_ascii=False, default=_json_default()) if as_json else contract.format_prediction(row))
+
+    group.command("predict")(_command(predict, parameters, contract.predict_help))
+
+
+def add_evaluate_command(group: typer.Typer, contract) -> None:
+    parameters = option_parameters(contract.evaluate_options, contract.name) + _common(contract.name)
+
+    def evaluate(**values):
+        from dlapps.shared import training
+
+        model_dir, as_json = values.pop("model"), values.pop("json")
+        values.pop("verbose")
+        options = config_lib.resolve(contract.evaluate_options, None, values)
+        model = training.load_model(model_dir, contract.name)
+        config = training.run_config(model_dir, contract.config, required=not options.data)
+        metrics = contract.evaluate(model, contract.evaluation_data(config, options), options)
+        if as_json:
+            echo_json(metrics)
+        else:
+            echo_metrics(contract.headline(metrics), title=f"Evaluated {model_dir} on {options.data or 'its validation split'}")
+
+    group.command("evaluate")(_command(evaluate, parameters, contract.evaluate_help))
+
+
+def add_export_command(group: typer.Typer, contract) -> None:
+    parameters = option_parameters(contract.export_options, contract.name) + _common(contract.name)
+
+    def export(**values):
+        from dlapps.shared import export as export_lib
+
+        model_dir, as_json = values.pop("model"), values.pop("json")
+        values.pop("verbose")
+        options = config_lib.resolve(contract.export_options, None, values)
+        echo_result(export_lib.export(contract, model_dir, options), as_json, title="Exported")
+
+    help_text = "Write model.keras and a TF Serving SavedModel (OUT/serving/N) that takes raw inputs."
+    group.command("export")(_command(export, parameters, help_text))
+
+
+def _json_default():
+    from dlapps.shared.files import json_default
+
+    return json_default

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from dlapps.shared.errors import UserError
 
 AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow here
 
@@ -228,7 +228,7 @@ def suggest_tfds(name: str) -> str:
     try:
         import tensorflow_datasets as tfds
 
-        from .errors import suggest
+        from dlapps.shared.errors import suggest
 
         return suggest(name, tfds.list_builders())
     except Exception:
@@ -248,3 +248,42 @@ def tfds_to_numpy(dataset: Iterable, limit: int | None = None):
 
 def decode_strings(values) -> list[str]:
     return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in values]
+
+
+# --- variable-length batches ---------------------------------------------------------------------
+
+
+def bucket_by_length(dataset, length_fn: Callable, batch_size: int, boundaries: Sequence[int] | None = None,
+                     max_length: int = 512, padding_values=None, drop_remainder: bool = False):
+    """Batches examples of similar length together, padded per batch (less padding, faster RNNs
+    and attention). `length_fn(*example)` returns an int32 scalar; without `boundaries`, buckets
+    grow geometrically up to `max_length`. Use it in place of ``padded_batch`` in a pipeline."""
+    import tensorflow as tf
+
+    if boundaries is None:
+        boundaries, edge = [], 8
+        while edge < max_length:
+            boundaries.append(edge)
+            edge = int(edge * 1.5) + 1
+    return dataset.bucket_by_sequence_length(
+        element_length_func=length_fn,
+        bucket_boundaries=list(boundaries),
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padding_values=padding_values,
+        drop_remainder=drop_remainder,
+        pad_to_bucket_boundary=False,
+    )
+
+
+def pad_targets(rows: Sequence[np.ndarray], pad_value=-1, max_rows: int | None = None, dtype=None) -> np.ndarray:
+    """Variable-length targets (boxes per image, token ids per transcript) as one dense array,
+    padded with `pad_value` to the longest row (or `max_rows`): shape (examples, rows, ...)."""
+    rows = [np.asarray(r, dtype=dtype) for r in rows]
+    longest = max_rows if max_rows is not None else max((len(r) for r in rows), default=0)
+    tail = next((r.shape[1:] for r in rows if r.ndim > 1 and len(r)), ())
+    out = np.full((len(rows), longest, *tail), pad_value, dtype=dtype or (rows[0].dtype if rows else np.float32))
+    for i, row in enumerate(rows):
+        row = row[:longest]
+        if len(row):
+            out[i, : len(row)] = row.reshape((len(row), *tail))
+    return out

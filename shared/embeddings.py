@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from dlapps.shared.errors import UserError
 
 
 def read_word2vec(path: str | Path, encoding: str = "utf-8") -> tuple[list[str], np.ndarray]:

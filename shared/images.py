@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from dlapps.shared.errors import UserError
 
 # Formats accepted as training and prediction input, by their first bytes. GIF is left out on
 # purpose: in photo collections it is a placeholder ("image not found") or an animation, not a photo.

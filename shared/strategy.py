@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from .errors import UserError
+from dlapps.shared.errors import UserError
 
 
 def _workers_in_tf_config() -> int:
@@ -78,4 +78,9 @@ def get_strategy(name: str = "auto", mixed_precision: bool = False):
 
 
 def describe(strategy) -> str:
-    return f"{type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)"
+    """'MultiWorkerMirroredStrategy with 2 replica(s)': the public name, not TF's internal class."""
+    import tensorflow as tf
+
+    public = (tf.distribute.MultiWorkerMirroredStrategy, tf.distribute.MirroredStrategy, tf.distribute.TPUStrategy)
+    name = next((cls.__name__ for cls in public if isinstance(strategy, cls)), "default strategy")
+    return f"{name} with {strategy.num_replicas_in_sync} replica(s)"

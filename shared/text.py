@@ -7,8 +7,9 @@ from __future__ import annotations
 import ast
 import sysconfig
 from pathlib import Path
+from typing import Sequence
 
-from .errors import UserError
+from dlapps.shared.errors import UserError
 
 
 def stdlib_docstrings(max_chars: int | None = None, min_chars: int = 40) -> list[str]:
@@ -36,3 +37,17 @@ def stdlib_docstrings(max_chars: int | None = None, min_chars: int = 40) -> list
     if not texts:
         raise UserError(f"{root}: found no standard-library docstrings to build the demo corpus from")
     return texts
+
+
+def rank_vocabulary(counts, max_size: int = 0, min_count: int = 1, reserved: Sequence[str] = ()) -> list[str]:
+    """Tokens by falling count (ties in first-seen order, so the same data gives the same ids),
+    those seen at least `min_count` times, at most `max_size` (0: all) after the `reserved` ones."""
+    from collections import Counter
+
+    counts = counts if isinstance(counts, Counter) else Counter(counts)
+    reserved = list(reserved)
+    taken = set(reserved)
+    ranked = [t for t, c in sorted(counts.items(), key=lambda item: -item[1]) if c >= min_count and t not in taken]
+    if max_size:
+        ranked = ranked[: max(0, max_size - len(reserved))]
+    return reserved + ranked

@@ -1,22 +1,24 @@
-"""Run folders and the one ``fit`` wrapper every app trains through.
+"""Training for every app: run folders, the shared callbacks, Keras ``fit`` and a tf.distribute
+loop, behind one ``train(app, config)``.
 
 A run folder (``--out``, default ``saved_models/APP``) holds::
 
     config.json            the resolved config the run was trained with
-    model.keras            the best model; replaced only when a run finishes
-    checkpoints/           best.keras (+ best.json) during training, initial.keras for --resume
-    backup/                BackupAndRestore state of an unfinished run (deleted when it finishes)
-    history.csv, logs/     per-epoch metrics (CSVLogger) and TensorBoard event files
+    model.keras            the final model (the best epoch, or the last with keep="last")
+    history.csv, logs/     per-epoch metrics (CSV) and TensorBoard event files
     curves.png             training curves
-    metrics.json           final validation metrics and timings
-    serving/N/             SavedModels written by ``export``
+    metrics.json           final figures, written once
+    serving/N/             SavedModels written by ``export`` (never touched by train)
 
-Everything is written to a temporary name and renamed, so an interrupted run never leaves a
-half-written file where a good one was.
+A run writes into a staging folder beside it (``.NAME.training/``), locked against a second
+train, and moves its files into the run folder only when it finishes: a run that fails or is
+killed leaves the run folder as it was, and ``--resume`` continues the staging folder from its
+last completed epoch. Every file is written to a temporary name and renamed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,126 +29,236 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import config as config_lib
-from .errors import UserError
+from dlapps.shared import config as config_lib
+from dlapps.shared import files, runtime
+from dlapps.shared.errors import UserError
 
 DEFAULT_ROOT = Path("saved_models")
 
-
-# --- atomic writes -------------------------------------------------------------------------------
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2, default=_json_default)
-        file.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; run folders are meant to be shared
-    os.replace(tmp, path)
+write_json = files.write_json  # the name apps and benchmarks used before shared/files.py
 
 
-def _json_default(value):
-    if hasattr(value, "item"):  # NumPy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
+def default_run_dir(app_name: str) -> Path:
+    """Where an app's run folder lives when --out / --model is not given."""
+    return DEFAULT_ROOT / app_name
 
 
-def save_model(model, path: str | Path) -> None:
-    """model.save to a temporary .keras file in the same folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: its message's first line, or its type's name."""
+    text = str(error).strip()
+    return (text.splitlines()[0][:limit] if text else type(error).__name__)
 
 
-def load_model(run_dir: str | Path, app: str):
-    """The trained model of a run folder, or a one-line UserError when it is missing or unreadable."""
-    import keras
-
-    run_dir = Path(run_dir)
-    path = run_dir / "model.keras" if run_dir.is_dir() or not run_dir.suffix else run_dir
-    if not path.exists():
-        hint = f"train one first: dlapps {app} train --out {run_dir}" if path.parent == run_dir else ""
-        raise UserError(f"{path}: no trained model here; {hint}".rstrip("; "))
-    try:
-        return keras.saving.load_model(path)
-    except Exception as error:
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not a readable Keras model ({first})")
+# --- stages ----------------------------------------------------------------------------------------
 
 
-# --- run folders ---------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Stage:
+    """One phase of training (classify: frozen backbone, then fine-tuning). `prepare(model)` runs
+    in the strategy's scope before the phase starts (unfreeze layers, compile anew)."""
+
+    name: str
+    epochs: int
+    prepare: Callable | None = None
+
+
+# --- run folders -----------------------------------------------------------------------------------
 
 
 class Run:
-    """A training run's folder: where everything of one ``train`` goes."""
+    """A run folder and the staging folder a train writes into until it finishes."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, staging: Path | None = None, chief: bool = True):
         self.dir = Path(directory)
+        self.staging = staging or self.dir.parent / f".{self.dir.name}.training"
+        self.chief = chief
+        self.train_seconds = 0.0  # set when training ends, for an app's after_training figures
+        self._lock_file = None
 
-    model_path = property(lambda self: self.dir / "model.keras")
-    config_path = property(lambda self: self.dir / "config.json")
-    checkpoint_dir = property(lambda self: self.dir / "checkpoints")
-    best_path = property(lambda self: self.checkpoint_dir / "best.keras")
+    # paths in the staging folder while training
+    config_path = property(lambda self: self.staging / "config.json")
+    checkpoint_dir = property(lambda self: self.staging / "checkpoints")
+    checkpoint_path = property(lambda self: self.checkpoint_dir / "model.keras")
     initial_path = property(lambda self: self.checkpoint_dir / "initial.keras")
-    backup_dir = property(lambda self: self.dir / "backup")
-    history_path = property(lambda self: self.dir / "history.csv")
-    metrics_path = property(lambda self: self.dir / "metrics.json")
+    backup_dir = property(lambda self: self.staging / "backup")
+    history_path = property(lambda self: self.staging / "history.csv")
+    metrics_path = property(lambda self: self.staging / "metrics.json")
+    model_path = property(lambda self: self.dir / "model.keras")
+    lock_path = property(lambda self: self.dir.parent / f".{self.dir.name}.lock")
 
     @property
     def interrupted(self) -> bool:
-        """An unfinished run: BackupAndRestore state and the initial model to restore it into."""
-        return self.backup_dir.is_dir() and self.initial_path.exists()
+        """An unfinished run: its config and the initial model to restore its backup into."""
+        return self.config_path.exists() and self.initial_path.exists()
 
     def stage_done(self, stage: str) -> bool:
-        """Whether a named stage of a multi-stage run (say, classify's frozen-backbone phase) finished."""
         return (self.checkpoint_dir / f"{stage}.done").exists()
 
+    @staticmethod
+    def check_location(directory: Path, resume: bool) -> None:
+        """The checks on --out that need no data: a folder can be made there, and --resume has
+        something to resume."""
+        for parent in [directory, *directory.parents]:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"{directory}: cannot make the run folder here: {parent} is a file, not a folder")
+                break
+        if resume and not Run(directory).interrupted:
+            raise UserError(f"{directory}: no interrupted run to resume (train without --resume to start one)")
+
+    def discard_if_new(self, config) -> None:
+        """Removes a staging folder this train made before it had anything worth resuming."""
+        if self.chief and not config.resume and not self.initial_path.exists():
+            shutil.rmtree(self.staging, ignore_errors=True)
+
     @classmethod
-    def start(cls, app: str, config) -> "Run":
-        """Checks --resume against the folder's state and writes config.json."""
-        run = cls(config.out or DEFAULT_ROOT / app)
-        if config.resume and not run.interrupted:
-            raise UserError(f"{run.dir}: no interrupted run to resume (train without --resume to start one)")
-        if not config.resume and run.interrupted:
-            raise UserError(
-                f"{run.dir}: holds an interrupted run; continue it with --resume, "
-                f"or remove {run.backup_dir} to start over"
-            )
-        run.dir.mkdir(parents=True, exist_ok=True)
-        if not config.resume:
-            shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-        write_json(run.config_path, config.to_dict())
+    def start(cls, app_name: str, config, chief: bool = True) -> "Run":
+        """Locks the run folder, checks --resume against the staging folder, writes config.json.
+        A worker that is not the chief writes into a temporary folder (TF's multi-worker pattern)."""
+        directory = Path(config.out or default_run_dir(app_name))
+        if not chief:
+            run = cls(directory, Path(tempfile.mkdtemp(prefix="dlapps-worker-")), chief=False)
+            files.write_json(run.config_path, config.to_dict())
+            return run
+        run = cls(directory)
+        try:
+            run.dir.parent.mkdir(parents=True, exist_ok=True)
+            run._lock()
+        except PermissionError as error:
+            raise UserError(f"{run.dir}: cannot write the run folder here ({error.strerror})")
+        try:
+            if run.dir.exists() and not run.dir.is_dir():
+                raise UserError(f"{run.dir}: exists and is not a folder; choose another --out")
+            if config.resume and not run.interrupted:
+                raise UserError(f"{run.dir}: no interrupted run to resume (train without --resume to start one)")
+            if not config.resume and run.staging.exists():
+                if run.interrupted:
+                    raise UserError(
+                        f"{run.dir}: holds an interrupted run; continue it with --resume, "
+                        f"or remove {run.staging} to start over"
+                    )
+                shutil.rmtree(run.staging)  # a run killed before it had anything to resume
+            run.staging.mkdir(parents=True, exist_ok=True)
+            files.write_json(run.config_path, config.to_dict())
+        except PermissionError as error:
+            run.release()
+            raise UserError(f"{run.dir}: cannot write the run folder here ({error.strerror})")
+        except BaseException:
+            run.release()
+            raise
         return run
+
+    def _lock(self) -> None:
+        import fcntl
+
+        self._lock_file = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            self._lock_file = None
+            raise UserError(f"{self.dir}: another train is writing this run folder ({holder}); wait for it or use another --out")
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"pid {os.getpid()}")
+        self._lock_file.flush()
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+            self.lock_path.unlink(missing_ok=True)
+
+    def finish(self, metrics: dict) -> None:
+        """Writes metrics.json, then moves everything the run wrote into the run folder (each
+        file replaced by rename; serving/ and other files of earlier runs stay), and unlocks."""
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        files.write_json(self.metrics_path, metrics)
+        if not self.chief:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # model.keras last: until it moves, the folder's model is the previous run's, whole.
+        entries = sorted(self.staging.iterdir(), key=lambda p: p.name == "model.keras")
+        for entry in entries:
+            target = self.dir / entry.name
+            if entry.is_dir():
+                old = self.dir / f".{entry.name}.old"
+                if target.exists():
+                    os.replace(target, old)
+                os.replace(entry, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(entry, target)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.release()
 
 
 def run_config(model_dir: str | Path, config_cls, required: bool = False):
     """The config a run folder was trained with (its config.json), or the app's defaults when it
     has none; `required` (evaluating on the run's own validation split) makes a missing one an error."""
     path = Path(model_dir) / "config.json"
+    if Path(model_dir).suffix == ".keras":
+        path = Path(model_dir).parent / "config.json"
     if path.exists():
-        return config_lib.load_saved(config_cls, path)
+        try:
+            return config_lib.load_saved(config_cls, path)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"{path}: not a readable run config ({first_line(error)})")
     if required:
         raise UserError(f"{path}: no training config to recover the validation split from; pass --data")
     return config_cls()
 
 
-def train_config(app: str, config_cls, config_file=None, overrides: dict | None = None):
+def train_config(app_name: str, config_cls, config_file=None, overrides: dict | None = None):
     """The config for ``train``; with --resume, the interrupted run's own config.json is the base,
     so only the flags given again (say, a larger --epochs) change it."""
     overrides = dict(overrides or {})
     if overrides.get("resume"):
-        run = Run(overrides.get("out") or DEFAULT_ROOT / app)
+        run = Run(overrides.get("out") or default_run_dir(app_name))
         if run.config_path.exists() and not config_file:
             saved = config_lib.load_saved(config_cls, run.config_path).to_dict()
             saved.update({k: v for k, v in overrides.items() if v is not None})
             return config_lib.resolve(config_cls, None, saved)
     return config_lib.resolve(config_cls, config_file, overrides)
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+def save_model(model, path: str | Path) -> None:
+    """model.save to a temporary .keras file in the same folder, then an atomic rename."""
+    files.write_atomic(path, lambda tmp: model.save(tmp))
+
+
+def load_model(run_dir: str | Path, app: str, compile: bool = True):
+    """The trained model of a run folder (or .keras file), checked to be one of `app`'s models;
+    a one-line UserError when it is missing, unreadable or another app's or tool's model.
+    Loads in Keras's safe mode: a file with Python lambdas is refused."""
+    import importlib
+
+    run_dir = Path(run_dir)
+    path = run_dir if run_dir.suffix == ".keras" else run_dir / "model.keras"
+    if not path.exists():
+        hint = f"; train one first: dlapps {app} train --out {run_dir}" if path.parent == run_dir else ""
+        raise UserError(f"{path}: no trained model here{hint}")
+    runtime.import_tensorflow()
+    import keras
+
+    try:
+        importlib.import_module(f"dlapps.apps.{app}.model")  # registers the app's classes
+    except ModuleNotFoundError:
+        pass
+    try:
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as error:
+        raise UserError(f"{path}: not a readable Keras model of dlapps {app} ({first_line(error, 160)})")
+    if not type(model).__module__.startswith(f"dlapps.apps.{app}."):
+        raise UserError(f"{path}: a {type(model).__name__} model, not one that dlapps {app} trained")
+    return model
 
 
 def model_for_run(run: Run, config, build: Callable[[], Any], strategy):
@@ -155,43 +267,53 @@ def model_for_run(run: Run, config, build: Callable[[], Any], strategy):
     import keras
 
     with strategy.scope():
-        if config.resume:
+        if config.resume and run.initial_path.exists():
             model = keras.saving.load_model(run.initial_path, compile=False)
         else:
             model = build()
-    if not config.resume:
+    if not run.initial_path.exists():
         save_model(model, run.initial_path)
     return model
 
 
-# --- callbacks -----------------------------------------------------------------------------------
+# --- callbacks -------------------------------------------------------------------------------------
 
 
-def _keras_callbacks():
+def _callback_classes():
     import keras
 
-    class BestCheckpoint(keras.callbacks.Callback):
-        """Saves the model whenever `monitor` improves, atomically; remembers the best value in
-        best.json so a resumed run keeps comparing against it."""
+    class Checkpoint(keras.callbacks.Callback):
+        """Saves the model atomically when `monitor` improves (keep="best") or after every epoch
+        (keep="last"); remembers the best value in checkpoint.json so a resumed run keeps
+        comparing against it."""
 
-        def __init__(self, run: Run, monitor: str, mode: str):
+        def __init__(self, run: Run, monitor: str, mode: str, keep: str):
             super().__init__()
-            self.run, self.monitor, self.mode = run, monitor, mode
-            state_path = run.checkpoint_dir / "best.json"
-            self.state_path = state_path
-            state = json.loads(state_path.read_text()) if state_path.exists() else {}
+            self.run, self.monitor, self.mode, self.keep = run, monitor, mode, keep
+            self.state_path = run.checkpoint_dir / "checkpoint.json"
+            state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
             self.best = state.get("value", math.inf if mode == "min" else -math.inf)
             self.best_epoch = state.get("epoch")
+            self.epoch_offset = 0  # epochs of earlier stages
 
         def on_epoch_end(self, epoch, logs=None):
-            value = (logs or {}).get(self.monitor)
-            if value is None or not math.isfinite(value):
-                return
-            better = value < self.best if self.mode == "min" else value > self.best
-            if better:
-                self.best, self.best_epoch = float(value), epoch + 1
-                save_model(self.model, self.run.best_path)
-                write_json(self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch})
+            logs = logs or {}
+            if not all(math.isfinite(v) for v in logs.values() if isinstance(v, (int, float))):
+                return  # a NaN epoch is never kept
+            value = logs.get(self.monitor)
+            epoch_number = self.epoch_offset + epoch + 1
+            if self.keep == "last":
+                if value is not None:
+                    self.best = float(value)
+                self.best_epoch = epoch_number
+            else:
+                if value is None or not math.isfinite(value):
+                    return
+                if not (value < self.best if self.mode == "min" else value > self.best):
+                    return
+                self.best, self.best_epoch = float(value), epoch_number
+            save_model(self.model, self.run.checkpoint_path)
+            files.write_json(self.state_path, {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch})
 
     class TimeLimit(keras.callbacks.Callback):
         """Stops training once `minutes` have passed (checked after every batch)."""
@@ -204,94 +326,289 @@ def _keras_callbacks():
             if time.time() > self.deadline:
                 self.model.stop_training = True
 
-    return BestCheckpoint, TimeLimit
+    class NanGuard(keras.callbacks.Callback):
+        """Stops at the first non-finite loss and remembers where (the run then fails)."""
+
+        def __init__(self):
+            super().__init__()
+            self.nan_epoch = None
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.nan_epoch = self.epoch + 1
+                self.model.stop_training = True
+
+    return Checkpoint, TimeLimit, NanGuard
 
 
 def time_limit(minutes: float):
-    """The callback behind --max-minutes, for training loops outside `fit` (a benchmark's peer)."""
-    return _keras_callbacks()[1](minutes)
+    """The callback behind --max-minutes, for training loops outside `train` (a benchmark's peer)."""
+    return _callback_classes()[1](minutes)
 
 
-def fit(
-    model,
-    train_data,
-    val_data,
-    run: Run,
-    config,
-    *,
-    monitor: str = "val_loss",
-    mode: str = "min",
-    callbacks: tuple = (),
-    steps_per_epoch: int | None = None,
-    epochs: int | None = None,
-    stage: str = "",
-    final: bool = True,
-    verbose: int | None = None,
-) -> dict:
-    """model.fit with the shared callbacks; promotes the best checkpoint to model.keras at the end
-    and writes history.csv, curves.png and metrics.json. Returns the metrics as plain Python.
+# --- train -----------------------------------------------------------------------------------------
 
-    Multi-stage training (e.g. a frozen backbone, then fine-tuning) calls fit once per `stage`
-    with ``final=False`` for all but the last: each stage has its own resumable backup, history
-    is appended, the best checkpoint is compared across stages, and only the final stage promotes
-    it to model.keras. ``run.stage_done(stage)`` tells a resumed run which stages to skip.
-    """
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run folder: always, but for non-chief multi-worker tasks."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def is_multiworker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def train(app, config) -> dict:
+    """The whole ``train`` mode of `app` (a shared.app.App) with a resolved `config`."""
+    app.check_config(config)
+    directory = Path(config.out or default_run_dir(app.name))
+    Run.check_location(directory, config.resume)  # before anything slow: a wrong --out fails at once
+    runtime.import_tensorflow()
     import keras
 
-    BestCheckpoint, TimeLimit = _keras_callbacks()
-    if val_data is None and monitor.startswith("val_"):
-        monitor = monitor[len("val_") :]
-    best = BestCheckpoint(run, monitor, mode)
-    backup_dir = run.backup_dir / stage if stage else run.backup_dir
-    append = bool(config.resume) or any(run.checkpoint_dir.glob("*.done"))
-    shared_callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),
-        best,
-        keras.callbacks.CSVLogger(str(run.history_path), append=append),
-        keras.callbacks.TensorBoard(str(run.dir / "logs"), write_graph=False, profile_batch=0),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    if getattr(config, "max_minutes", 0) > 0:
-        shared_callbacks.append(TimeLimit(config.max_minutes))
-    if config.patience > 0:
-        shared_callbacks.append(
-            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience)
-        )
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
+    from dlapps.shared.strategy import describe, get_strategy
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = get_strategy(config.strategy, config.mixed_precision)
+    multiworker = is_multiworker(strategy)
+    if multiworker and app.multiworker_unsupported:
+        raise UserError(f"--strategy multiworker: {app.name} cannot train on several workers: {app.multiworker_unsupported}")
+    run = Run.start(app.name, config, chief=is_chief(strategy))
+    try:
+        try:
+            splits = app.load_splits(config)
+        except BaseException:
+            run.discard_if_new(config)  # bad data changes nothing, not even the staging folder
+            raise
+        model = model_for_run(run, config, lambda: app.build_model(config, splits), strategy)
+        with strategy.scope():
+            app.compile_model(model, config)
+        print(f"{app.describe_training(model, splits, config)}; {describe(strategy)}", flush=True)
+        train_ds, val_ds = app.datasets(model, splits, config)
+        loop = app.custom_loop or multiworker
+        outcome = _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop)
+        run.train_seconds = outcome["train_seconds"]
+        final = _final_model(app, model, run)
+        if multiworker:  # the same number on every worker shows that they trained one model
+            import numpy as np
+
+            checksum = sum(float(np.abs(np.asarray(w, dtype="float64")).sum()) for w in model.weights)
+            print(f"Weights checksum (the same on every worker): {checksum:.6f}", flush=True)
+        metrics = {
+            "monitor": outcome["monitor"],
+            "keep": app.keep,
+            "best_value": outcome["best_value"],
+            "best_epoch": outcome["best_epoch"],
+            "epochs_run": outcome["epochs_run"],
+            "train_seconds": outcome["train_seconds"],
+            "last_epoch": outcome["last_epoch"],
+            "strategy": describe(strategy),
+            **splits.info,
+        }
+        metrics.update(app.after_training(final, splits, config, run) or {})
+        if os.path.exists(run.history_path):
+            plot_history(read_history(run.history_path), run.staging / "curves.png")
+        _promote_checkpoint(run)
+        run.finish(metrics)
+        return metrics
+    finally:
+        run.release()
+
+
+def _final_model(app, model, run: Run):
+    """The model the run keeps: the checkpoint written by `Checkpoint`, or the model in memory
+    when no epoch produced one (e.g. a time budget shorter than one epoch)."""
+    import keras
+
+    if not run.checkpoint_path.exists():
+        save_model(model, run.checkpoint_path)
+        return model
+    return keras.saving.load_model(run.checkpoint_path, compile=False)
+
+
+def _promote_checkpoint(run: Run) -> None:
+    os.replace(run.checkpoint_path, run.staging / "model.keras")
+
+
+def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop: bool) -> dict:
+    import keras
+
+    Checkpoint, TimeLimit, NanGuard = _callback_classes()
+    monitor = app.monitor
+    if val_ds is None and monitor.startswith("val_"):
+        monitor = monitor[len("val_"):]
+    checkpoint = Checkpoint(run, monitor, app.mode, app.keep)
+    stages = app.stages(config)
     started = time.time()
-    model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=epochs or config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=shared_callbacks + list(callbacks),
-        shuffle=False,  # input pipelines shuffle themselves (seeded), see shared.data
-        verbose=verbose,
-    )
-    seconds = time.time() - started
-    if not final:
-        (run.checkpoint_dir / f"{stage}.done").write_text("")
-        return {"stage": stage, "best_value": best.best, "best_epoch": best.best_epoch, "train_seconds": round(seconds, 2)}
-    if stage:
-        shutil.rmtree(run.backup_dir, ignore_errors=True)
-    if not run.best_path.exists():  # e.g. every epoch produced NaN: keep the last weights rather than nothing
-        save_model(model, run.best_path)
-    os.replace(run.best_path, run.model_path)
+    epochs_before = 0
+    verbose = 1 if sys.stdout.isatty() else 2
+    guard = NanGuard()
+    for index, stage in enumerate(stages):
+        if run.stage_done(stage.name) and len(stages) > 1:
+            _load_stage_weights(model, run.checkpoint_dir / f"{stage.name}.npz")
+            epochs_before += stage.epochs
+            checkpoint.epoch_offset = epochs_before
+            continue
+        if stage.prepare is not None:
+            with strategy.scope():
+                stage.prepare(model)
+        checkpoint.epoch_offset = epochs_before
+        callbacks = [
+            guard,
+            checkpoint,
+            keras.callbacks.CSVLogger(str(run.history_path), append=run.history_path.exists()),
+            *([TimeLimit(config.max_minutes)] if config.max_minutes > 0 else []),
+            *([keras.callbacks.EarlyStopping(monitor=monitor, mode=app.mode, patience=config.patience)] if config.patience > 0 else []),
+            *app.callbacks(model, splits, config),
+        ]
+        if run.chief:
+            callbacks.append(keras.callbacks.TensorBoard(str(run.staging / "logs"), write_graph=False, profile_batch=0))
+        backup = run.backup_dir / stage.name if len(stages) > 1 else run.backup_dir
+        steps = app.steps_per_epoch(splits, config)
+        if loop:
+            loop_fit(model, train_ds, val_ds, strategy, stage.epochs, callbacks, backup, steps_per_epoch=steps, verbose=verbose)
+        else:
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=stage.epochs,
+                steps_per_epoch=steps,
+                callbacks=[keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True), *callbacks],
+                shuffle=False,  # input pipelines shuffle themselves (seeded), see shared.data
+                verbose=verbose,
+            )
+        if guard.nan_epoch is not None:
+            shutil.rmtree(run.staging, ignore_errors=True)
+            raise UserError(
+                f"{run.dir}: training diverged (the loss became NaN in epoch {epochs_before + guard.nan_epoch}); "
+                "the run folder keeps its previous model; try a lower --learning-rate"
+            )
+        if len(stages) > 1 and index < len(stages) - 1:
+            _save_stage_weights(model, run.checkpoint_dir / f"{stage.name}.npz")
+            (run.checkpoint_dir / f"{stage.name}.done").write_text("")
+        epochs_before += stage.epochs
     history = read_history(run.history_path)
-    plot_history(history, run.dir / "curves.png")
-    metrics = {
+    return {
         "monitor": monitor,
-        "best_value": None if not math.isfinite(best.best) else best.best,
-        "best_epoch": best.best_epoch,
+        "best_value": checkpoint.best if isinstance(checkpoint.best, float) and math.isfinite(checkpoint.best) else None,
+        "best_epoch": checkpoint.best_epoch,
         "epochs_run": len(history.get("epoch", [])),
-        "train_seconds": round(seconds, 2),
+        "train_seconds": round(time.time() - started, 2),
+        "last_epoch": {k: v[-1] for k, v in history.items() if k != "epoch" and v},
     }
-    last = {k: v[-1] for k, v in history.items() if k != "epoch" and v}
-    metrics["last_epoch"] = last
-    write_json(run.metrics_path, metrics)
-    shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
-    return metrics
+
+
+def _save_stage_weights(model, path: Path) -> None:
+    """The model's weights (not its optimizer's: the next stage compiles anew) after a stage."""
+    import numpy as np
+
+    files.write_atomic(path, lambda tmp: np.savez(tmp, *[v.numpy() for v in model.weights]))
+
+
+def _load_stage_weights(model, path: Path) -> None:
+    import numpy as np
+
+    if path.exists():
+        with np.load(path) as saved:
+            for variable, key in zip(model.weights, saved.files):
+                variable.assign(saved[key])
+
+
+# --- the tf.distribute loop ------------------------------------------------------------------------
+
+
+def loop_fit(model, train_ds, val_ds, strategy, epochs: int, callbacks: list, backup_dir: Path,
+             steps_per_epoch: int | None = None, verbose: int = 2) -> None:
+    """Trains like ``model.fit`` with a tf.distribute loop that works with every strategy,
+    MultiWorkerMirroredStrategy included (Keras 3 fit does not: keras-team/keras#20585).
+
+    Each step is the model's own ``train_step`` run by ``strategy.run`` in a tf.function: Keras
+    scales its loss for the replicas as ``tf.nn.compute_average_loss`` does, the optimizer
+    all-reduces the gradients, and an app's custom step (a GAN's two optimizers) runs unchanged.
+    Logs are reduced across replicas. The Keras callbacks get the same calls as under fit;
+    the state after each epoch (weights, optimizer, epoch) goes to `backup_dir` for --resume.
+    """
+    import keras
+    import tensorflow as tf
+
+    distributed_train = strategy.experimental_distribute_dataset(train_ds)
+    distributed_val = strategy.experimental_distribute_dataset(val_ds) if val_ds is not None else None
+
+    def reduce(outputs):
+        return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
+
+    @tf.function
+    def train_step(batch):
+        return reduce(strategy.run(model.train_step, args=(batch,)))
+
+    @tf.function
+    def test_step(batch):
+        return reduce(strategy.run(model.test_step, args=(batch,)))
+
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    start_epoch = _restore_backup(model, backup_dir)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(start_epoch, epochs):
+        started = time.time()
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        logs: dict = {}
+        for step, batch in enumerate(distributed_train):
+            if steps_per_epoch is not None and step >= steps_per_epoch:
+                break
+            callback_list.on_train_batch_begin(step)
+            logs = {k: float(v) for k, v in train_step(batch).items()}
+            callback_list.on_train_batch_end(step, logs)
+            if model.stop_training:
+                break
+        if distributed_val is not None and not model.stop_training:
+            model.reset_metrics()
+            val_logs: dict = {}
+            for batch in distributed_val:
+                val_logs = {k: float(v) for k, v in test_step(batch).items()}
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        _save_backup(model, backup_dir, epoch + 1)
+        callback_list.on_epoch_end(epoch, logs)
+        if verbose:
+            shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+            print(f"Epoch {epoch + 1}/{epochs} - {time.time() - started:.0f}s - {shown}", flush=True)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+
+
+def _save_backup(model, backup_dir: Path, epochs_done: int) -> None:
+    files.write_atomic(backup_dir / "latest.weights.h5", lambda tmp: model.save_weights(tmp))
+    # the name and form of Keras's BackupAndRestore metadata, so both paths read alike
+    files.write_json(backup_dir / "training_metadata.json", {"epoch": epochs_done})
+
+
+def _restore_backup(model, backup_dir: Path) -> int:
+    state = backup_dir / "training_metadata.json"
+    if not state.exists():
+        return 0
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)  # its slots must exist to receive their values
+    model.load_weights(backup_dir / "latest.weights.h5")
+    return int(json.loads(state.read_text())["epoch"])
+
+
+# --- history ---------------------------------------------------------------------------------------
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
@@ -324,14 +641,11 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
     epochs = [int(e) + 1 for e in history.get("epoch", range(len(history[names[0]])))]
     figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
     for axis, name in zip(axes[0], names):
-        axis.plot(epochs, history[name], marker="o", label="train")
+        axis.plot(epochs[: len(history[name])], history[name], marker="o", label="train")
         if history.get(f"val_{name}"):  # empty when CSVLogger wrote NA columns (no validation data)
-            axis.plot(epochs, history[f"val_{name}"], marker="o", label="validation")
+            axis.plot(epochs[: len(history[f"val_{name}"])], history[f"val_{name}"], marker="o", label="validation")
         axis.set_title(name)
         axis.set_xlabel("epoch")
         axis.legend()
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=80)
-    plt.close(figure)
-    os.replace(tmp, path)
+    files.save_figure(figure, path)

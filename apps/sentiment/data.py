@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...shared import data as data_lib
-from ...shared.errors import UserError
+from dlapps.shared import data as data_lib
+from dlapps.shared.errors import UserError
 
 
 @dataclass

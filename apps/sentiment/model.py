@@ -8,9 +8,10 @@ SavedModel chain preprocessor and classifier, so both take raw strings.
 from __future__ import annotations
 
 import keras
-from keras import layers
+from keras import layers, ops
 
-from ...shared.layers import MaskedPooling
+from dlapps.shared.layers import MaskedPooling
+from dlapps.shared.models import TaskModel
 
 STANDARDIZE = "lower_and_strip_punctuation"
 
@@ -27,14 +28,20 @@ class TextPreprocessor(layers.Layer):
         self.vectorizer = layers.TextVectorization(standardize=STANDARDIZE, vocabulary=self.vocabulary, name="vectorizer")
 
     def call(self, texts):
-        return self.vectorizer(texts)[:, : self.max_length]
+        ids = self.vectorizer(texts)[:, : self.max_length]
+        # A text with no token ("", "!!!") becomes one out-of-vocabulary token, so every row has
+        # a step for the LSTM (an all-padding row, or a batch of zero width, has none).
+        ids = ops.pad(ids, [[0, 0], [0, 1]])
+        empty = ops.all(ops.equal(ids, 0), axis=1, keepdims=True)
+        first = ops.arange(ops.shape(ids)[1]) == 0
+        return ops.where(ops.logical_and(empty, first), ops.ones_like(ids), ids)
 
     def get_config(self):
         return {**super().get_config(), "vocabulary": self.vocabulary, "max_length": self.max_length}
 
 
 @keras.saving.register_keras_serializable(package="dlapps.sentiment")
-class SentimentClassifier(keras.Model):
+class SentimentClassifier(TaskModel):
     """BiLSTM text classifier.
 
     Args:
@@ -49,8 +56,8 @@ class SentimentClassifier(keras.Model):
 
     def __init__(
         self,
-        vocabulary,
-        labels,
+        vocabulary=(),
+        labels=(),
         embedding_dim=128,
         lstm_units=(64,),
         pooling="max",
@@ -88,26 +95,17 @@ class SentimentClassifier(keras.Model):
         self.dropout = dropout
         self.max_length = max_length
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary": self.vocabulary,
-            "labels": self.labels,
-            "embedding_dim": self.embedding_dim,
-            "lstm_units": self.lstm_units,
-            "pooling": self.pooling,
-            "dropout": self.dropout,
-            "max_length": self.max_length,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
     def classify_texts(self, texts):
         """Raw strings (a 1-D string tensor) -> class probabilities, in one graph."""
         return self(self.preprocessor(texts), training=False)
+
+    def classify_texts_batched(self, texts: list[str], batch_size: int = 64):
+        """Class probabilities of a list of texts as a NumPy array, tokenised per batch."""
+        import numpy as np
+        import tensorflow as tf
+
+        batches = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(batch_size)
+        return self.predict(batches.map(self.preprocessor), verbose=0)
 
 
 def build_vocabulary(texts, max_tokens: int) -> list[str]:

@@ -1,92 +1,208 @@
-"""The word2vec app's modes as plain functions: each takes paths and values, returns plain Python."""
+"""The word2vec app's hooks into the shared contract (shared/app.py), and the vector queries
+(neighbours, analogies) and benchmarks (analogy accuracy, similarity correlation) it answers."""
 
 from __future__ import annotations
 
-import time
+import dataclasses
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ...shared import export as export_lib
-from ...shared import training
-from ...shared.embeddings import write_word2vec
-from ...shared.errors import UserError, suggest
-from ...shared.strategy import describe, get_strategy
+from dlapps.shared.app import App, Splits
+from dlapps.shared.config import EvaluateOptions, ExportOptions, PredictOptions, option
+from dlapps.shared.embeddings import write_word2vec
+from dlapps.shared.errors import UserError, suggest
+
 from . import data as w2v_data
 from .config import Word2VecConfig
-from .model import Word2Vec  # also registers the class for loading
 
-APP = "word2vec"
 VECTOR_FILES = ("vectors.txt", "vectors.bin", "vectors.tsv", "metadata.tsv")
 
 
-def train(config: Word2VecConfig) -> dict:
-    """Trains on `config.data` and writes the run folder plus the vectors in word2vec text and
-    binary formats and TensorBoard projector files; returns training figures."""
-    import keras
+@dataclasses.dataclass
+class Word2VecPredictOptions(PredictOptions):
+    analogy: bool = option(False, "answer A - B + C for three words A B C (king man woman)")
+    topn: int = option(10, "how many neighbours or answers to show", short="-n", min=1, max=10_000)
 
-    keras.utils.set_random_seed(config.seed)
-    for name in ("window", "negative", "dim", "min_count"):
-        if getattr(config, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    started = time.time()
-    sentences, source = w2v_data.read_corpus(config)
-    vocabulary, counts = w2v_data.build_vocabulary(sentences, config.min_count, config.max_vocab, config.window, source)
-    run = training.Run.start(APP, config)  # only after the corpus passed its checks: a bad one changes nothing
-    strategy = get_strategy(config.strategy, config.mixed_precision)
 
-    def build():
-        return Word2Vec(vocabulary, counts, dim=config.dim, objective=config.model, seed=config.seed,
-                        row_update_cap=config.row_update_cap)
+@dataclasses.dataclass
+class Word2VecEvaluateOptions(EvaluateOptions):
+    data: str = option("", "unused by word2vec: give --analogies and/or --similarity")
+    analogies: str = option("", "analogy questions in the questions-words format", short="-a")
+    similarity: list[str] = option([], "word-pair scores (WordSim-353/SimLex style); several as FILE,FILE", short="-s")
+    restrict_vocab: int = option(30000, "analogies use only the N most frequent words, as gensim (0: all)", min=0)
 
-    model = training.model_for_run(run, config, build, strategy)
-    # the vocabulary of a resumed run is the one it started with (from checkpoints/initial.keras)
-    ids, sentence_ids = w2v_data.encode(sentences, model.vocabulary)
-    raw_words = sum(len(s) for s in sentences)
-    del sentences
-    counts = np.asarray(model.counts, dtype=np.int64)
-    corpus = w2v_data.Corpus(ids, sentence_ids, w2v_data.keep_probabilities(counts, config.sample),
-                             w2v_data.negative_cdf(counts, config.ns_exponent))
-    prepared = time.time() - started
-    print(f"Corpus {source}: {raw_words} words, {len(ids)} in a vocabulary of {len(model.vocabulary)} "
-          f"(min_count {config.min_count}), about {corpus.expected_words:.0f} per epoch after subsampling; "
-          f"{config.model}, dim {config.dim}; {describe(strategy)}")
 
-    epoch = {"epoch": 0}
+@dataclasses.dataclass
+class Word2VecExportOptions(ExportOptions):
+    topn: int = option(10, "neighbours the SavedModel returns per word", short="-n", min=1, max=10_000)
 
-    class EpochNumber(keras.callbacks.Callback):
-        """Tells the batch generator which epoch it makes (its seed and learning-rate schedule)."""
 
-        def on_epoch_begin(self, number, logs=None):
-            epoch["epoch"] = number
+@dataclasses.dataclass
+class TrainingCorpus:
+    """The tokenised corpus and the epoch its batch generator makes next (set by a callback, so
+    a resumed run goes on with the right seed and learning rate)."""
 
-    with strategy.scope():
-        # the optimizer is never applied: train_step updates the touched rows by plain SGD itself.
-        # A step takes a few milliseconds, so running 16 per call saves Keras' per-step Python
-        # overhead (about 30% faster on 2 cores).
+    sentences: list
+    source: str
+    words: int
+    vocabulary: list
+    counts: list
+    epoch: dict = dataclasses.field(default_factory=lambda: {"epoch": 0})
+
+
+class Word2VecApp(App):
+    name = "word2vec"
+    summary = "Word vectors: skip-gram or CBOW with negative sampling, written in gensim's formats."
+    config = Word2VecConfig
+    predict_options = Word2VecPredictOptions
+    evaluate_options = Word2VecEvaluateOptions
+    export_options = Word2VecExportOptions
+    input_help = "words to query (three with --analogy); '-' reads one per line from stdin"
+    predict_help = ("Nearest neighbours by cosine: `dlapps word2vec predict king --topn 10`; analogies: "
+                    "`dlapps word2vec predict --analogy king man woman`.")
+    evaluate_help = "Analogy accuracy and similarity Spearman correlations, with out-of-vocabulary counts."
+    # The learning rate falls every epoch, as in gensim: the model kept is the last epoch's.
+    monitor, mode, keep = "loss", "min", "last"
+
+    # --- train ---
+    def load_splits(self, config) -> Splits:
+        sentences, source = w2v_data.read_corpus(config)
+        vocabulary, counts = w2v_data.build_vocabulary(sentences, config.min_count, config.max_vocab, config.window, source)
+        corpus = TrainingCorpus(sentences, source, sum(len(s) for s in sentences), vocabulary, counts)
+        return Splits(corpus, None, {"corpus": source, "corpus_words": corpus.words})
+
+    def build_model(self, config, splits):
+        from .model import Word2Vec
+
+        return Word2Vec(vocabulary=splits.train.vocabulary, counts=splits.train.counts, dim=config.dim,
+                        objective=config.model, seed=config.seed, row_update_cap=config.row_update_cap)
+
+    def compile_model(self, model, config) -> None:
+        import keras
+
+        # The optimizer is never applied: train_step updates the touched rows by plain SGD itself.
+        # A step takes a few milliseconds, so 16 per call save Keras' per-step Python overhead.
         model.compile(optimizer=keras.optimizers.SGD(config.learning_rate), steps_per_execution=16)
-    dataset = w2v_data.make_training_dataset(corpus, config, epoch)
-    with warnings.catch_warnings():
+
+    def datasets(self, model, splits, config):
+        # the vocabulary of a resumed run is the one it started with (from checkpoints/initial.keras)
+        corpus = splits.train
+        ids, sentence_ids = w2v_data.encode(corpus.sentences, model.vocabulary)
+        corpus.sentences = None  # the ids are all that is needed from here on
+        counts = np.asarray(model.counts, dtype=np.int64)
+        encoded = w2v_data.Corpus(ids, sentence_ids, w2v_data.keep_probabilities(counts, config.sample),
+                                  w2v_data.negative_cdf(counts, config.ns_exponent))
+        print(f"Corpus {corpus.source}: {corpus.words} words, {len(ids)} in a vocabulary of {len(model.vocabulary)} "
+              f"(min_count {config.min_count}), about {encoded.expected_words:.0f} per epoch after subsampling")
         # the generator's length varies with subsampling, so Keras learns each epoch's end by running out
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        # the learning rate falls every epoch, so "best" by it is always the last epoch, as in gensim
-        metrics = training.fit(model, dataset, None, run, config, monitor="learning_rate", mode="min",
-                               callbacks=(EpochNumber(),))
-    final = training.load_model(run.model_path, APP)
-    files = write_vectors(final, run.dir)
-    history = training.read_history(run.history_path)
-    metrics.update(
-        corpus=source,
-        corpus_words=raw_words,
-        vocabulary_size=len(final.vocabulary),
-        final_loss=history.get("loss", [None])[-1],
-        prepare_seconds=round(prepared, 2),
-        words_per_second=round(raw_words * metrics["epochs_run"] / max(metrics["train_seconds"], 1e-9)),
-        files=files,
-    )
-    training.write_json(run.metrics_path, metrics)
-    return metrics
+        return w2v_data.make_training_dataset(encoded, config, corpus.epoch), None
+
+    def callbacks(self, model, splits, config) -> list:
+        import keras
+
+        epoch = splits.train.epoch
+
+        class EpochNumber(keras.callbacks.Callback):
+            """Tells the batch generator which epoch it makes (its seed and learning-rate schedule)."""
+
+            def on_epoch_begin(self, number, logs=None):
+                epoch["epoch"] = number
+
+        return [EpochNumber()]
+
+    def describe_training(self, model, splits, config) -> str:
+        return f"Training {config.model}, dim {config.dim}, vocabulary {len(model.vocabulary)}"
+
+    def after_training(self, model, splits, config, run) -> dict:
+        from dlapps.shared.training import read_history
+
+        written = write_vectors(model, run.staging)
+        epochs = len(read_history(run.history_path).get("loss", []))
+        return {
+            "vocabulary_size": len(model.vocabulary),
+            "words_per_second": round(splits.train.words * epochs / max(run.train_seconds, 1e-9)),
+            "files": [str(run.dir / Path(name).name) for name in written],
+        }
+
+    # --- predict ---
+    def predict(self, model, inputs, options) -> list[dict]:
+        words = [w.strip() for w in inputs]
+        vectors = Vectors.of(model)
+        if options.analogy:
+            if len(words) != 3:
+                raise UserError(f"--analogy takes three words A B C (A - B + C, e.g. king man woman), got {len(words)}")
+            a, b, c = vectors.ids(words)
+            return [{"query": f"{words[0]} - {words[1]} + {words[2]}",
+                     "answers": vectors.most_similar([a, c], [b], topn=options.topn)}]
+        ids = vectors.ids(words)
+        return [{"word": word, "neighbours": vectors.most_similar([i], topn=options.topn)} for word, i in zip(words, ids)]
+
+    def format_prediction(self, row: dict) -> str:
+        found = row.get("neighbours", row.get("answers"))
+        return "\n".join([row.get("word", row.get("query"))] + [f"  {n['similarity']:.4f}  {n['word']}" for n in found])
+
+    # --- evaluate ---
+    def evaluation_data(self, config, options):
+        if not options.analogies and not options.similarity:
+            raise UserError("nothing to evaluate: give --analogies FILE (questions-words format) and/or --similarity FILE")
+        for path in [options.analogies, *options.similarity]:
+            if path and not Path(path).is_file():
+                raise UserError(f"{path}: no such file")
+        return options
+
+    def evaluate(self, model, data, options) -> dict:
+        vectors = Vectors.of(model)
+        result: dict = {"vocabulary_size": len(vectors.words)}
+        if options.analogies:
+            result["analogies"] = evaluate_analogies(vectors, Path(options.analogies), options.restrict_vocab, options.encoding)
+        if options.similarity:
+            result["similarity"] = [evaluate_similarity(vectors, Path(p), options.encoding) for p in options.similarity]
+        return result
+
+    def headline(self, metrics: dict) -> dict:
+        shown = {"vocabulary_size": metrics["vocabulary_size"]}
+        if "analogies" in metrics:
+            a = metrics["analogies"]
+            shown[f"analogies {a['file']}"] = (f"accuracy {a['accuracy']:.4f} ({a['correct']} of {a['questions']} usable; "
+                                               f"{a['out_of_vocabulary']} of {a['total']} skipped outside the "
+                                               f"{a['restrict_vocab']} most frequent words)")
+            for section in a["sections"]:
+                accuracy = "-" if section["accuracy"] is None else f"{section['accuracy']:.4f}"
+                shown[f"  {section['section']}"] = f"{accuracy} ({section['correct']}/{section['questions']}, {section['skipped']} skipped)"
+        for s in metrics.get("similarity", []):
+            spearman = "-" if s["spearman"] is None else f"{s['spearman']:.4f}"
+            shown[f"similarity {s['file']}"] = f"Spearman {spearman} on {s['pairs']} pairs ({s['out_of_vocabulary']} of {s['total']} out of vocabulary)"
+        return shown
+
+    # --- export ---
+    def endpoints(self, model, options) -> dict:
+        """serving_default maps word strings to vectors (the lookup is inside) and returns each
+        word's nearest neighbours; unknown words get a zero vector and found=False."""
+        import tensorflow as tf
+
+        words = tf.constant(model.vocabulary)
+        topn = min(options.topn, len(model.vocabulary) - 1)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="word")])
+        def serving_default(word):
+            vectors, found = model.word_vectors(word)
+            table = tf.math.l2_normalize(model.word_embedding.embeddings, axis=1)
+            ids = model.word_ids(word)
+            scores = tf.matmul(tf.math.l2_normalize(vectors, axis=1), table, transpose_b=True)
+            scores -= 3.0 * tf.one_hot(ids, len(model.vocabulary))  # the word itself is not its own neighbour
+            best = tf.math.top_k(scores, k=topn)
+            known = found[:, None]
+            return {
+                "vector": vectors,
+                "found": found,
+                "neighbours": tf.where(known, tf.gather(words, best.indices), ""),
+                "similarities": tf.where(known, best.values, 0.0),
+            }
+
+        return {"serving_default": serving_default}
 
 
 def write_vectors(model: Word2Vec, folder: Path) -> list[str]:
@@ -144,27 +260,6 @@ class Vectors:
         best = np.argpartition(-scores, min(topn, len(scores) - 1))[:topn]
         best = best[np.argsort(-scores[best])]
         return [{"word": self.words[i], "similarity": float(scores[i])} for i in best if np.isfinite(scores[i])]
-
-
-def neighbours(model_dir: str | Path, words: list[str], topn: int = 10, model=None) -> list[dict]:
-    """Nearest neighbours by cosine of each word."""
-    if topn < 1:
-        raise UserError(f"--topn must be at least 1, got {topn}")
-    vectors = Vectors.of(model or training.load_model(model_dir, APP))
-    ids = vectors.ids(words)
-    return [{"word": word, "neighbours": vectors.most_similar([i], topn=topn)} for word, i in zip(words, ids)]
-
-
-def analogy(model_dir: str | Path, words: list[str], topn: int = 10, model=None) -> dict:
-    """`a b c`: the words closest to a - b + c (king man woman -> queen), as gensim's
-    most_similar(positive=[a, c], negative=[b])."""
-    if len(words) != 3:
-        raise UserError(f"--analogy takes three words A B C (A - B + C, e.g. king man woman), got {len(words)}")
-    if topn < 1:
-        raise UserError(f"--topn must be at least 1, got {topn}")
-    vectors = Vectors.of(model or training.load_model(model_dir, APP))
-    a, b, c = vectors.ids(words)
-    return {"query": f"{words[0]} - {words[1]} + {words[2]}", "answers": vectors.most_similar([a, c], [b], topn=topn)}
 
 
 # --- evaluation ----------------------------------------------------------------------------------
@@ -228,57 +323,5 @@ def evaluate_similarity(vectors: Vectors, path: Path, encoding: str = "utf-8") -
     return {**result, "spearman": float(spearmanr(ours, human).statistic), "pearson": float(pearsonr(ours, human).statistic)}
 
 
-def evaluate(model_dir: str | Path, analogies: Path | None = None, similarity: list[Path] | tuple = (),
-             restrict_vocab: int = 30000, encoding: str = "utf-8", model=None) -> dict:
-    """Analogy accuracy and similarity correlations, with out-of-vocabulary counts."""
-    if analogies is None and not similarity:
-        raise UserError("nothing to evaluate: give --analogies FILE (questions-words format) and/or --similarity FILE")
-    if restrict_vocab < 0:
-        raise UserError(f"--restrict-vocab must be 0 (all) or more, got {restrict_vocab}")
-    for path in [analogies, *similarity]:
-        if path is not None and not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
-    model = model or training.load_model(model_dir, APP)
-    vectors = Vectors.of(model)
-    result: dict = {"vocabulary_size": len(vectors.words)}
-    if analogies is not None:
-        result["analogies"] = evaluate_analogies(vectors, Path(analogies), restrict_vocab, encoding)
-    if similarity:
-        result["similarity"] = [evaluate_similarity(vectors, Path(p), encoding) for p in similarity]
-    return result
 
-
-# --- export --------------------------------------------------------------------------------------
-
-
-def export(model_dir: str | Path, out: str | Path | None = None, topn: int = 10) -> dict:
-    """SavedModel whose serving_default maps word strings to vectors (the lookup is inside) and
-    returns each word's nearest neighbours; unknown words get a zero vector and found=False."""
-    import tensorflow as tf
-
-    model = training.load_model(model_dir, APP)
-    out = Path(out or model_dir)
-    words = tf.constant(model.vocabulary)
-    topn = min(topn, len(model.vocabulary) - 1)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="word")])
-    def serving_default(word):
-        vectors, found = model.word_vectors(word)
-        table = tf.math.l2_normalize(model.word_embedding.embeddings, axis=1)
-        ids = model.word_ids(word)
-        scores = tf.matmul(tf.math.l2_normalize(vectors, axis=1), table, transpose_b=True)
-        scores -= 3.0 * tf.one_hot(ids, len(model.vocabulary))  # the word itself is not its own neighbour
-        best = tf.math.top_k(scores, k=topn)
-        known = found[:, None]
-        return {
-            "vector": vectors,
-            "found": found,
-            "neighbours": tf.where(known, tf.gather(words, best.indices), ""),
-            "similarities": tf.where(known, best.values, 0.0),
-        }
-
-    path = export_lib.write_saved_model(model, {"serving_default": serving_default}, out)
-    export_lib.copy_model(Path(model_dir), out)
-    return {"saved_model": str(path), "version": int(path.name), "vocabulary_size": len(model.vocabulary), "dim": model.dim,
-            "signature": f"serving_default(word: string[N]) -> vector: float[N, {model.dim}], found: bool[N], "
-                         f"neighbours: string[N, {topn}], similarities: float[N, {topn}]"}
+APP = Word2VecApp()

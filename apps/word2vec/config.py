@@ -5,29 +5,29 @@ sample=1e-3, alpha=0.025, min_alpha=1e-4, epochs=5)), so results compare one to 
 
 from dataclasses import dataclass
 
-from ...shared.config import TrainConfig, option
+from dlapps.shared.config import TrainConfig, default, option
 
 TOKEN_PATTERN = r"[^\W\d_]+"  # runs of letters, any script; digits and punctuation separate words
 
 
 @dataclass
 class Word2VecConfig(TrainConfig):
-    epochs: int = option(5, "passes over the corpus", short="-e")
-    batch_size: int = option(1024, "centre words per step (each with all its context words), summed over devices", short="-b")
-    learning_rate: float = option(0.025, "SGD learning rate at the start; decays linearly to --min-learning-rate")
-    min_learning_rate: float = option(1e-4, "learning rate at the end of the last epoch")
-    val_fraction: float = option(0.0, "unused: word2vec trains on the whole corpus (loss is the training loss)")
+    epochs: int = default(5, help="passes over the corpus")
+    batch_size: int = default(1024, help="centre words per step (each with all its context words), summed over devices")
+    learning_rate: float = default(0.025, help="SGD learning rate at the start; decays linearly to --min-learning-rate")
+    min_learning_rate: float = option(1e-4, "learning rate at the end of the last epoch", above=0, max=10)
+    val_fraction: float = default(0.0, help="unused: word2vec trains on the whole corpus (loss is the training loss)")
     # --- data ---
-    demo_chars: int = option(0, "characters of standard-library docstrings the demo corpus collects (0: all, ~1.6M)")
+    demo_chars: int = option(0, "characters of standard-library docstrings the demo corpus collects (0: all, ~1.6M)", min=0)
     token_pattern: str = option(TOKEN_PATTERN, "regular expression of one token, applied after lower-casing")
     lowercase: bool = option(True, "lower-case the text before tokenising")
-    min_count: int = option(5, "ignore words that occur fewer times than this")
-    max_vocab: int = option(0, "keep at most this many most frequent words (0: no limit)")
-    sample: float = option(1e-3, "subsampling threshold: words more frequent than this are randomly dropped (0: off)")
+    min_count: int = option(5, "ignore words that occur fewer times than this", min=1)
+    max_vocab: int = option(0, "keep at most this many most frequent words (0: no limit)", min=0)
+    sample: float = option(1e-3, "subsampling threshold: words more frequent than this are randomly dropped (0: off)", min=0, max=1)
     # --- model ---
     model: str = option("skipgram", "training objective", choices=("skipgram", "cbow"))
-    dim: int = option(100, "vector size")
-    window: int = option(5, "maximum distance between a word and its context (each word draws 1..window)")
-    negative: int = option(5, "negative samples per positive pair, drawn from unigram counts ** ns_exponent")
-    row_update_cap: float = option(256.0, "scale a word's summed update in one batch down to this many pairs' worth (keeps large batches stable; lower it, e.g. 32, for tiny vocabularies or --sample 0; 0: off)")
-    ns_exponent: float = option(0.75, "exponent of the negative-sampling distribution")
+    dim: int = option(100, "vector size", min=1, max=4096)
+    window: int = option(5, "maximum distance between a word and its context (each word draws 1..window)", min=1, max=100)
+    negative: int = option(5, "negative samples per positive pair, drawn from unigram counts ** ns_exponent", min=1, max=100)
+    row_update_cap: float = option(256.0, "scale a word's summed update in one batch down to this many pairs' worth (keeps large batches stable; lower it, e.g. 32, for tiny vocabularies or --sample 0; 0: off)", min=0)
+    ns_exponent: float = option(0.75, "exponent of the negative-sampling distribution", min=-10, max=10)

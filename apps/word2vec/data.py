@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...shared import data as data_lib
-from ...shared.errors import UserError
+from dlapps.shared import data as data_lib
+from dlapps.shared.errors import UserError
 
 SENTENCE_BREAK = re.compile(r"[.!?;:\n]+")
 
@@ -63,7 +63,7 @@ def read_corpus(config) -> tuple[list[list[str]], str]:
     pattern = _compile_pattern(config.token_pattern)
     spec = data_lib.parse_data_spec(config.data)
     if spec.kind == "demo":
-        from ...shared.text import stdlib_docstrings
+        from dlapps.shared.text import stdlib_docstrings
 
         texts = stdlib_docstrings(max_chars=config.demo_chars or None)
         sentences = [s for text in texts for s in tokenize(text, pattern, config.lowercase)]

@@ -15,11 +15,13 @@ import keras
 import numpy as np
 from keras import layers
 
+from dlapps.shared.models import TaskModel
+
 OBJECTIVES = ("skipgram", "cbow")
 
 
 @keras.saving.register_keras_serializable(package="dlapps.word2vec")
-class Word2Vec(keras.Model):
+class Word2Vec(TaskModel):
     """Word vectors with negative sampling.
 
     Args:
@@ -38,7 +40,7 @@ class Word2Vec(keras.Model):
     returns (vectors, found) for raw words, zeros where a word is not in the vocabulary.
     """
 
-    def __init__(self, vocabulary, counts=None, dim=100, objective="skipgram", seed=0, row_update_cap=256.0, **kwargs):
+    def __init__(self, vocabulary=(), counts=None, dim=100, objective="skipgram", seed=0, row_update_cap=256.0, **kwargs):
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -167,21 +169,3 @@ class Word2Vec(keras.Model):
             pairs = tf.math.unsorted_segment_sum(pairs, position, count)
             summed *= (1.0 / tf.maximum(1.0, pairs / self.row_update_cap))[:, None]
         table.scatter_add(tf.IndexedSlices(summed, rows))
-
-    # === Config ===
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary": self.vocabulary,
-            "counts": self.counts,
-            "dim": self.dim,
-            "objective": self.objective,
-            "seed": self.seed,
-            "row_update_cap": self.row_update_cap,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
