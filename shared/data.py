@@ -61,8 +61,10 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     raw = path.read_bytes()
-    if b"\x00" in raw[:4096]:
-        raise UserError(f"{path}: looks like a binary file, not text")
+    # UTF-16 and UTF-32 text is full of NUL bytes; any other text with one is a binary file.
+    wide = encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
+    if b"\x00" in raw[:4096] and not wide:
+        raise UserError(f"{path}: looks like a binary file, not text (or give its --encoding, e.g. utf-16)")
     try:
         return raw.decode(encoding)
     except LookupError:
@@ -203,6 +205,7 @@ def load_tfds(spec: DataSpec, split: str, data_dir: str = "", as_supervised: boo
 
     split = spec.tfds_split or split
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    _fail_fast_offline(tfds, spec, data_dir)
     try:
         return tfds.load(
             spec.tfds_name,
@@ -221,6 +224,38 @@ def load_tfds(spec: DataSpec, split: str, data_dir: str = "", as_supervised: boo
         raise UserError(
             f"{spec}: could not load split {split!r} from {data_dir or '~/tensorflow_datasets'} "
             f"({kind}: {message[:200]}); when offline, prepare it once on a connected machine"
+        )
+
+
+# Any host that answers when the machine is online; only reachability is asked, nothing is fetched.
+CONNECTIVITY_PROBE = ("www.tensorflow.org", 443)
+
+
+def _online(timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(CONNECTIVITY_PROBE, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _fail_fast_offline(tfds, spec: DataSpec, data_dir) -> None:
+    """An unprepared dataset needs a download, and tfds retries an unreachable network for
+    minutes before it fails: check once, and say what to do."""
+    try:
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    except Exception as error:
+        if type(error).__name__ == "DatasetNotFoundError":
+            raise UserError(f"{spec}: no such tensorflow-datasets dataset{suggest_tfds(spec.tfds_name)}")
+        return  # let tfds.load report it
+    # tfds.testing.mock_data replaces the download with generated examples: nothing to reach then.
+    real_download = type(builder).download_and_prepare.__module__.startswith("tensorflow_datasets.core")
+    if real_download and not builder.is_prepared() and not _online():
+        raise UserError(
+            f"{spec}: not prepared in {data_dir or '~/tensorflow_datasets'} and the network is unreachable; "
+            f"prepare it once on a connected machine (tfds build {spec.tfds_name}) and pass --tfds-dir"
         )
 
 

@@ -84,3 +84,16 @@ def describe(strategy) -> str:
     public = (tf.distribute.MultiWorkerMirroredStrategy, tf.distribute.MirroredStrategy, tf.distribute.TPUStrategy)
     name = next((cls.__name__ for cls in public if isinstance(strategy, cls)), "default strategy")
     return f"{name} with {strategy.num_replicas_in_sync} replica(s)"
+
+
+def loss_scaled(optimizer):
+    """`optimizer` wrapped in a LossScaleOptimizer when float16 compute needs one (mixed precision
+    on a GPU). Keras's compile does this for ``model.optimizer`` only: a second optimizer (a
+    GAN's) goes through here. bfloat16 (CPU/TPU) keeps float32's range and needs no scaling."""
+    import keras
+
+    if keras.mixed_precision.global_policy().name == "mixed_float16" and not isinstance(
+        optimizer, keras.optimizers.LossScaleOptimizer
+    ):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

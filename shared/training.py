@@ -248,10 +248,7 @@ def load_model(run_dir: str | Path, app: str, compile: bool = True):
     runtime.import_tensorflow()
     import keras
 
-    try:
-        importlib.import_module(f"dlapps.apps.{app}.model")  # registers the app's classes
-    except ModuleNotFoundError:
-        pass
+    register_models(f"dlapps.apps.{app}")
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as error:
@@ -259,6 +256,17 @@ def load_model(run_dir: str | Path, app: str, compile: bool = True):
     if not type(model).__module__.startswith(f"dlapps.apps.{app}."):
         raise UserError(f"{path}: a {type(model).__name__} model, not one that dlapps {app} trained")
     return model
+
+
+def register_models(package: str) -> None:
+    """Imports an app's model.py, whose decorators register its classes for loading."""
+    import importlib
+
+    try:
+        importlib.import_module(f"{package}.model")
+    except ModuleNotFoundError as error:
+        if error.name != f"{package}.model":
+            raise
 
 
 def model_for_run(run: Run, config, build: Callable[[], Any], strategy):
@@ -393,6 +401,7 @@ def train(app, config) -> dict:
         except BaseException:
             run.discard_if_new(config)  # bad data changes nothing, not even the staging folder
             raise
+        register_models(type(app).__module__.rpartition(".")[0])  # --resume loads before build_model runs
         model = model_for_run(run, config, lambda: app.build_model(config, splits), strategy)
         with strategy.scope():
             app.compile_model(model, config)

@@ -32,6 +32,8 @@ class TestContract(AppContract):
         ({"one.csv": b"text,label\nhi,a\nyo,a\n"}, ["--data", "{tmp}/one.csv"], ["one.csv", "at least two classes"]),
         ({"ragged.csv": b"text,label\nhi,a\nyo,b,c\n"}, ["--data", "{tmp}/ragged.csv"], ["ragged.csv", "line 3", "expected 2 columns"]),
         ({"notes/readme.md": b"hello"}, ["--data", "{tmp}/notes"], ["notes", "no sentiment data found"]),
+        ({"h.csv": b"review_text,stars\n" + b"".join(b"text %d,%d\n" % (i, i % 2) for i in range(20))}, ["--data", "{tmp}/h.csv"],
+         ["h.csv", "looks like a header", "--text-column"]),
         ({}, ["--data", "tfds:imdb_reviewz"], ["tfds:imdb_reviewz", "did you mean 'imdb_reviews'"]),
         ({}, ["--dropout", "1.5"], ["--dropout must be in [0, 1)"]),
         ({}, ["--max-length", "0"], ["--max-length must be between 1 and 100000"]),

@@ -113,10 +113,24 @@ def test_data_spec_parses_demo_paths_and_tfds(tmp_path):
         data_lib.parse_data_spec(str(tmp_path / "missing"))
 
 
-def test_tfds_unprepared_offline_is_a_clear_error(tmp_path):
+def test_tfds_unknown_or_unprepared_offline_is_a_clear_error_at_once(tmp_path, monkeypatch):
+    import time
+
     spec = data_lib.parse_data_spec("tfds:not_a_real_dataset_name")
     with pytest.raises(UserError, match="no such tensorflow-datasets dataset"):
         data_lib.load_tfds(spec, "train", str(tmp_path))
+    monkeypatch.setattr(data_lib, "_online", lambda timeout=3.0: False)  # as on a machine without network
+    started = time.time()
+    with pytest.raises(UserError, match="tfds:imdb_reviews: not prepared in .* network is unreachable.*tfds build imdb_reviews"):
+        data_lib.load_tfds(data_lib.parse_data_spec("tfds:imdb_reviews"), "train", str(tmp_path))
+    assert time.time() - started < 30  # not minutes of download retries
+
+
+def test_utf16_text_reads_with_its_encoding_and_binary_files_are_refused(tmp_path):
+    (tmp_path / "wide.txt").write_bytes("caf\u00e9\nna\u00efve\n".encode("utf-16"))
+    assert data_lib.read_lines(tmp_path / "wide.txt", "utf-16") == ["caf\u00e9", "na\u00efve"]
+    with pytest.raises(UserError, match="wide.txt: looks like a binary file"):
+        data_lib.read_lines(tmp_path / "wide.txt")
 
 
 def test_word2vec_text_and_binary_vectors_read_alike(tmp_path):
@@ -169,3 +183,141 @@ def test_masked_pooling_ignores_padding_and_pools_empty_rows_to_zero(mode):
         assert np.allclose(pooled[0], [2.0, 1.5])
     else:  # a convex combination of the two unmasked steps only
         assert np.all(pooled[0] <= [3.0, 5.0]) and np.all(pooled[0] >= [1.0, -2.0])
+
+
+# --- the contract's training machinery, on a tiny app defined here ------------------------------
+
+
+def _tiny_app(custom_loop: bool = False, poison: bool = False):
+    """A real (tiny) regression app: y = x @ w; `poison` puts a NaN in the targets."""
+    from dlapps.shared.app import App, Splits
+    from dlapps.shared.config import TrainConfig
+
+    class TinyApp(App):
+        name = "tiny"
+        config = TrainConfig
+
+        def load_splits(self, config):
+            rng = np.random.default_rng(0)
+            x = rng.normal(size=(256, 4)).astype("float32")
+            y = x @ np.array([1.0, -2.0, 0.5, 3.0], dtype="float32")
+            if poison:
+                y[3] = np.nan
+            return Splits((x[:224], y[:224]), (x[224:], y[224:]), {"train_size": 224})
+
+        def build_model(self, config, splits):
+            import keras
+
+            return keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+
+        def compile_model(self, model, config):
+            import keras
+
+            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="mse")
+
+        def datasets(self, model, splits, config):
+            import tensorflow as tf
+
+            train = tf.data.Dataset.from_tensor_slices(splits.train).shuffle(224, seed=0).batch(32)
+            return train, tf.data.Dataset.from_tensor_slices(splits.val).batch(32)
+
+    TinyApp.custom_loop = custom_loop
+    return TinyApp()
+
+
+@pytest.mark.parametrize("custom_loop", [False, True])
+def test_fit_and_the_distribute_loop_train_alike(tmp_path, custom_loop):
+    from dlapps.shared import training
+    from dlapps.shared.config import TrainConfig
+
+    config = TrainConfig(out=str(tmp_path / "run"), epochs=6, learning_rate=0.1)
+    metrics = training.train(_tiny_app(custom_loop), config)
+    history = training.read_history(tmp_path / "run" / "history.csv")
+    assert metrics["epochs_run"] == 6 and len(history["val_loss"]) == 6
+    assert history["loss"][-1] < 0.1 * history["loss"][0]
+    assert metrics["best_value"] == min(history["val_loss"]) and metrics["train_size"] == 224
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "config.json", "curves.png", "history.csv", "logs", "metrics.json", "model.keras"]
+
+
+def test_the_loop_resumes_from_its_last_epoch(tmp_path):
+    import keras
+
+    from dlapps.shared import training
+    from dlapps.shared.config import TrainConfig
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    app = _tiny_app(custom_loop=True)
+    app.callbacks = lambda model, splits, config: [Interrupt()]
+    config = TrainConfig(out=str(tmp_path / "run"), epochs=6, learning_rate=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(app, config)
+    staging = tmp_path / ".run.training"
+    assert json.loads((staging / "backup" / "training_metadata.json").read_text()) == {"epoch": 3}
+    assert not (tmp_path / "run").exists()
+    app.callbacks = lambda model, splits, config: []
+    metrics = training.train(app, TrainConfig(out=str(tmp_path / "run"), epochs=6, learning_rate=0.1, resume=True))
+    epochs = training.read_history(tmp_path / "run" / "history.csv")["epoch"]
+    assert epochs == [0, 1, 2, 3, 4, 5] and metrics["epochs_run"] == 6 and not staging.exists()
+
+
+def test_a_nan_loss_fails_in_one_line_and_keeps_the_previous_model(tmp_path):
+    from dlapps.shared import training
+    from dlapps.shared.config import TrainConfig
+
+    config = TrainConfig(out=str(tmp_path / "run"), epochs=2, learning_rate=0.1)
+    training.train(_tiny_app(), config)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    with pytest.raises(UserError, match="training diverged .* NaN in epoch 1.*keeps its previous model"):
+        training.train(_tiny_app(poison=True), config)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert after == before and not (tmp_path / ".run.training").exists()
+
+
+def test_a_kill_before_the_first_epoch_ends_can_be_resumed(tmp_path):
+    """SIGKILL while the first epoch runs: the staging folder has the config and the initial
+    model but no backup yet; --resume starts over from epoch 0 instead of refusing."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlapps.apps", "sentiment", "train", "--out", str(out), "--epochs", "2",
+         "--demo-size", "20000", "--lstm-units", "8", "--embedding-dim", "8"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=QUIET_ENV,
+    )
+    initial = tmp_path / ".run.training" / "checkpoints" / "initial.keras"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not initial.exists():
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert initial.exists() and not (tmp_path / ".run.training" / "backup" / "training_metadata.json").exists()
+    result = run_cli("sentiment", "train", "--out", out, "--resume", "--epochs", "1", "--demo-size", "400")
+    assert_ok(result)
+    assert json.loads((out / "config.json").read_text())["lstm_units"] == [8]  # the interrupted run's config
+
+
+def test_option_bounds_are_checked_once_for_flags_files_and_saved_configs(tmp_path):
+    import dataclasses
+
+    from dlapps.shared.config import TrainConfig, default, option
+
+    @dataclasses.dataclass
+    class Bounded(TrainConfig):
+        epochs: int = default(7)
+        rate: float = option(0.5, "a rate", above=0, below=1)
+        units: list[int] = option([8], "sizes", min=1, max=64)
+
+    assert Bounded().epochs == 7 and dataclasses.fields(Bounded)[2].metadata["min"] == 1  # comment and bound kept
+    for overrides, message in [({"rate": 1.0}, "--rate must be in (0, 1), got 1.0"), ({"units": "8,0"}, "--units must be between 1 and 64"),
+                               ({"epochs": 0}, "--epochs must be at least 1"), ({"rate": "nan"}, "--rate must be in (0, 1)")]:
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            config_lib.resolve(Bounded, None, overrides)
+    (tmp_path / "c.yaml").write_text("rate: 2\n")
+    with pytest.raises(UserError, match="c.yaml: --rate must be in"):
+        config_lib.resolve(Bounded, tmp_path / "c.yaml")

@@ -104,6 +104,11 @@ def read_table(path: Path, encoding: str, text_column: str = "", label_column: s
     has_header = any(c in TEXT_NAMES + LABEL_NAMES for c in lowered) or bool(
         (text_column and not text_column.isdigit()) or (label_column and not label_column.isdigit())
     )
+    if not has_header and not (text_column or label_column) and _looks_like_header(rows):
+        raise UserError(
+            f"{path}: the first line looks like a header ({', '.join(rows[0])}) but names no known text or label "
+            "column; name them with --text-column and --label-column"
+        )
     header = lowered if has_header else [str(i) for i in range(width)]
     body = rows[1:] if has_header else rows
     if not body:
@@ -137,6 +142,20 @@ def read_table(path: Path, encoding: str, text_column: str = "", label_column: s
     texts = [r[text_index].strip() for r in body]
     labels = [r[label_index].strip() for r in body]
     return TextDataset(texts, labels)
+
+
+def _looks_like_header(rows: list[list[str]]) -> bool:
+    """A first row whose value in a label-like column (few distinct values below it) is none of
+    those values: "stars" above 1..5, "polarity" above pos/neg. Training on it would make a
+    class of one example named after the column."""
+    body = rows[1:]
+    if len(body) < 4:
+        return False
+    for i in range(len(rows[0])):
+        values = {r[i].strip() for r in body}
+        if len(values) <= max(2, len(body) // 20) and rows[0][i].strip() not in values:
+            return True
+    return False
 
 
 def read_folder_per_class(path: Path, encoding: str) -> TextDataset:
