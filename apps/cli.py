@@ -6,6 +6,7 @@ Grammar: ``dlapps APP MODE [OPTIONS]``. Nothing here imports TensorFlow, so help
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import pkgutil
 import platform
@@ -91,6 +92,30 @@ def info(json: cli.Json = False):
         cli.echo_json(details)
     else:
         cli.echo_metrics(details, title="dlapps info")
+
+
+def _serve_command():
+    from dlapps.shared.serve import ServeOptions
+
+    parameters = cli.option_parameters(ServeOptions, "serve")
+    parameters.append(inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=cli.Verbose))
+
+    def serve(**values):
+        from dlapps.shared import serve as serving
+        from dlapps.shared.config import resolve
+
+        values.pop("verbose")
+        options = resolve(ServeOptions, None, values)
+        if not Path(options.models).is_dir():
+            raise cli.UserError(f"{options.models}: no such folder (export a model first: dlapps APP export)")
+        serving.serve(options.models, options.host, options.port, options.workers, options.limits())
+
+    help_text = ("Serve every exported model in --models over TensorFlow Serving's REST API "
+                 "(POST /v1/models/NAME:predict), with a try-it page at /.")
+    app.command("serve")(cli._command(serve, parameters, help_text))
+
+
+_serve_command()
 
 
 def main() -> None:

@@ -3,14 +3,15 @@
     flock /tmp/dlapps-bench.lock python benchmarks/charlm.py --data ../shared/data/tinyshakespeare/input.txt --minutes 20
 
 Split: the first 90% of --data trains, the last 10% validates (the char-rnn / nanoGPT convention);
---test PATH scores both models on a held-out text as well. Ours: `dlapps charlm train` with the
-options below, every position of 128-character windows predicted. Peer: the keras-io "character-level
-text generation with LSTM" configuration: one LSTM(128) over one-hot 40-character windows (step 3)
-predicting the next character, softmax, RMSprop(0.01), batch 128. Both train for --minutes each,
-one after the other, and are scored by the same definition: perplexity = exp(mean negative
-log-likelihood per predicted character); ours predicts each character after the first from the
-preceding characters of its 128-character window, the peer each character after the first 40 from
-the 40 before it (its fixed input). Ends with one JSON line.
+--test PATH scores both models on a held-out text as well. Ours: what `dlapps charlm train` runs
+(shared.training.train with the app's hooks) with the options below, every position of
+128-character windows predicted. Peer: the keras-io "character-level text generation with LSTM"
+configuration: one LSTM(128) over one-hot 40-character windows (step 3) predicting the next
+character, softmax, RMSprop(0.01), batch 128. Both train for --minutes each, one after the other,
+and are scored by the same definition: perplexity = exp(mean negative log-likelihood per predicted
+character); ours predicts each character after the first from the preceding characters of its
+128-character window, the peer each character after the first 40 from the 40 before it (its fixed
+input). Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-peer", action="store_true", help="train only ours (for tuning; no peer figure)")
     args = parser.parse_args(argv)
 
-    from dlapps.apps.charlm import app as charlm
     from dlapps.apps.charlm import data as charlm_data
+    from dlapps.apps.charlm.app import APP, generate_text, score_text
     from dlapps.apps.charlm.config import CharLMConfig
+    from dlapps.shared import config as config_lib
     from dlapps.shared import training
 
     text = charlm_data.read_file(Path(args.data))
@@ -107,12 +109,13 @@ def main(argv=None) -> None:
         units=[int(u) for u in args.units.split(",")], embedding_dim=args.embedding_dim, dropout=args.dropout,
         sequence_length=args.sequence_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
     )
-    metrics = charlm.train(config)
+    config_lib.validate(config, source="benchmark options")
+    metrics = training.train(APP, config)
     ours_seconds = metrics["train_seconds"]
     model = training.load_model(out, "charlm")
-    ours_val = charlm.score_text(model, splits.val)
-    ours_test = charlm.score_text(model, test_text) if test_text else None
-    sample = charlm.generate(out, "ROMEO:", 300, temperature=0.8, top_k=40, seed=args.seed, model=model)["text"]
+    ours_val = score_text(model, splits.val)
+    ours_test = score_text(model, test_text) if test_text else None
+    sample = generate_text(model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=args.seed)
 
     peer_val = peer_test = None
     peer_seconds = peer_epochs = 0

@@ -77,7 +77,8 @@ def main() -> None:
     peer_accuracy, peer_seconds = peer(train, test, args.seed)
     print(f"peer TF-IDF(1-2) + LogisticRegression: accuracy {peer_accuracy:.4f} ({peer_seconds:.1f} s)")
 
-    from dlapps.apps.sentiment import app
+    from dlapps.apps.sentiment.app import APP
+    from dlapps.shared import training
     from dlapps.shared.config import resolve
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -92,14 +93,15 @@ def main() -> None:
         overrides.update(kv.split("=", 1) for kv in args.set)
         config = resolve(SentimentConfig, None, overrides)
         started = time.time()
-        metrics = app.train(config)
+        metrics = training.train(APP, config)
         train_seconds = time.time() - started
         test_table = Path(scratch) / "test.tsv"
         with open(test_table, "w", encoding="utf-8", newline="") as file:
             writer = csv.writer(file, delimiter="\t")
             writer.writerow(["label", "text"])
             writer.writerows(zip(test.labels, test.texts))
-        result = app.evaluate(out, str(test_table))
+        options = resolve(APP.evaluate_options, None, {"data": str(test_table)})
+        result = APP.evaluate(training.load_model(out, "sentiment"), APP.evaluation_data(config, options), options)
 
     print()
     print(f"{'model':<40} {'accuracy':>9} {'seconds':>8}")

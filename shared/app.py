@@ -60,6 +60,10 @@ class App:
     # "paths" (files or folders; '-' reads paths from stdin) or "none" (options only).
     inputs: ClassVar[str] = "texts"
     input_help: ClassVar[str] = "texts to run the model on; '-' reads one per line from stdin"
+    inputs_optional: ClassVar[bool] = False  # predict with no input runs on [] (charlm: sample from scratch)
+    # True: predict takes a keyword `write` (a function of one string) and prints its results as
+    # they come (charlm's sampling); the CLI passes it for table output, never with --json.
+    streams: ClassVar[bool] = False
     predict_help: ClassVar[str] = "Run the model on new inputs."  # --help of each mode
     evaluate_help: ClassVar[str] = "Score the model on --data (default: the run's validation split)."
     # Checkpoint selection: the epoch-end log value to watch, "min" or "max", and whether the

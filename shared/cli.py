@@ -195,7 +195,7 @@ def option_parameters(options_cls, app_name: str) -> list[inspect.Parameter]:
             help_text += f" ({' | '.join(map(str, field.metadata['choices']))})"
         bounds = config_lib.describe_bounds(field.metadata)
         if bounds:
-            help_text += f" [{bounds}]"
+            help_text += f" ({bounds})"
         default = getattr(defaults, field.name)
         shown = str(default_model_dir(app_name)) if field.name == "out" and not default and hasattr(defaults, "epochs") else _shown_default(default)
         option = typer.Option(*names, help=help_text, show_default=shown)
@@ -273,9 +273,16 @@ def add_predict_command(group: typer.Typer, contract) -> None:
         values.pop("verbose")
         items, file = values.pop("inputs", None), values.pop("file", None)
         options = config_lib.resolve(contract.predict_options, None, values)
-        inputs = [] if contract.inputs == "none" else read_inputs(items, file, options.encoding, contract.inputs)
+        given = bool(items) or file is not None
+        if contract.inputs == "none" or (contract.inputs_optional and not given):
+            inputs = []
+        else:
+            inputs = read_inputs(items, file, options.encoding, contract.inputs)
         inputs = contract.read_inputs(inputs, options)
         model = training.load_model(model_dir, contract.name)
+        if contract.streams and not as_json:
+            contract.predict(model, inputs, options, write=lambda text: typer.echo(text, nl=False))
+            return
         for row in contract.predict(model, inputs, options):
             typer.echo(json.dumps(row, ensure_ascii=False, default=_json_default()) if as_json else contract.format_prediction(row))
 

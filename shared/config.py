@@ -39,18 +39,16 @@ def option(
 
 
 def describe_bounds(metadata) -> str:
-    """'at least 1', 'between 1 and 8', 'in (0, 1)', ... as --help and errors say it; '' when unbounded."""
-    low = ("[", metadata["min"]) if "min" in metadata else ("(", metadata["above"]) if "above" in metadata else None
-    high = ("]", metadata["max"]) if "max" in metadata else (")", metadata["below"]) if "below" in metadata else None
-    if low and high:
-        if low[0] == "[" and high[0] == "]":
-            return f"between {low[1]:g} and {high[1]:g}"
-        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
-    if low:
-        return f"{'at least' if low[0] == '[' else 'above'} {low[1]:g}"
-    if high:
-        return f"{'at most' if high[0] == ']' else 'below'} {high[1]:g}"
-    return ""
+    """'at least 1', 'between 1 and 8', 'above 0 and below 1', ... as --help and errors say it
+    (words, not interval brackets, which help renderers take for markup); '' when unbounded."""
+    def shown(value) -> str:
+        return str(value) if isinstance(value, int) else f"{value:g}"  # :g would print 2**31 as 2.14748e+09
+
+    low = f"at least {shown(metadata['min'])}" if "min" in metadata else f"above {shown(metadata['above'])}" if "above" in metadata else ""
+    high = f"at most {shown(metadata['max'])}" if "max" in metadata else f"below {shown(metadata['below'])}" if "below" in metadata else ""
+    if "min" in metadata and "max" in metadata:
+        return f"between {shown(metadata['min'])} and {shown(metadata['max'])}"
+    return " and ".join(part for part in (low, high) if part)
 
 
 def _out_of_bounds(value, metadata) -> bool:

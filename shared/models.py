@@ -22,11 +22,8 @@ import inspect
 import keras
 
 
-class TaskModel(keras.Model):
-    """A keras.Model whose config is the keyword arguments it was constructed with.
-
-    (Keras's own auto-config does not reach Model subclasses: ``Model.__new__`` drops the
-    arguments, so it would record only the defaults.)"""
+class RecordsArguments:
+    """The mixin behind TaskModel: records the constructor's arguments as the config."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -62,6 +59,27 @@ class TaskModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+class TaskModel(RecordsArguments, keras.Model):
+    """A keras.Model whose config is the keyword arguments it was constructed with.
+
+    (Keras's own auto-config does not reach Model subclasses: ``Model.__new__`` drops the
+    arguments, so it would record only the defaults.)
+
+    A direct subclass gets ``(RecordsArguments, keras.Model)`` as its bases in place of
+    TaskModel: Keras turns a model built from inputs and outputs into a Functional one by
+    rewriting the bases of its class chain up to keras.Model, and that rewrite must stay with
+    the one class, not reach TaskModel and every other app's model through it.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        if TaskModel in cls.__bases__:
+            cls.__bases__ = tuple(
+                part for base in cls.__bases__ for part in ((RecordsArguments, keras.Model) if base is TaskModel else (base,))
+            )
+        # cls is no longer a TaskModel, so the recording set-up is called by name, not by super()
+        RecordsArguments.__dict__["__init_subclass__"].__func__(cls, **kwargs)
 
 
 def _plain(value, owner: str):

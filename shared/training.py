@@ -435,6 +435,7 @@ def train(app, config) -> dict:
         return metrics
     finally:
         run.release()
+        keras.mixed_precision.set_global_policy("float32")  # what follows in this process builds in float32
 
 
 def _final_model(app, model, run: Run):

@@ -150,7 +150,7 @@ class AppContract:
         [
             (["--epochs", "0"], ["--epochs must be at least 1, got 0"]),
             (["--batch-size", "0"], ["--batch-size must be at least 1"]),
-            (["--learning-rate", "-1"], ["--learning-rate must be in (0, 10]"]),
+            (["--learning-rate", "-1"], ["--learning-rate must be above 0 and at most 10"]),
             (["--val-fraction", "1.5"], ["--val-fraction"]),
             (["--strategy", "mirrorred"], ["strategy must be one of", "did you mean 'mirrored'"]),
             (["--resume"], ["no interrupted run to resume"]),

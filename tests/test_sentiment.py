@@ -35,7 +35,7 @@ class TestContract(AppContract):
         ({"h.csv": b"review_text,stars\n" + b"".join(b"text %d,%d\n" % (i, i % 2) for i in range(20))}, ["--data", "{tmp}/h.csv"],
          ["h.csv", "looks like a header", "--text-column"]),
         ({}, ["--data", "tfds:imdb_reviewz"], ["tfds:imdb_reviewz", "did you mean 'imdb_reviews'"]),
-        ({}, ["--dropout", "1.5"], ["--dropout must be in [0, 1)"]),
+        ({}, ["--dropout", "1.5"], ["--dropout must be at least 0 and below 1"]),
         ({}, ["--max-length", "0"], ["--max-length must be between 1 and 100000"]),
         ({}, ["--lstm-units", "16,0"], ["--lstm-units must be between 1 and 4096"]),
     ]

@@ -314,10 +314,10 @@ def test_option_bounds_are_checked_once_for_flags_files_and_saved_configs(tmp_pa
         units: list[int] = option([8], "sizes", min=1, max=64)
 
     assert Bounded().epochs == 7 and dataclasses.fields(Bounded)[2].metadata["min"] == 1  # comment and bound kept
-    for overrides, message in [({"rate": 1.0}, "--rate must be in (0, 1), got 1.0"), ({"units": "8,0"}, "--units must be between 1 and 64"),
-                               ({"epochs": 0}, "--epochs must be at least 1"), ({"rate": "nan"}, "--rate must be in (0, 1)")]:
+    for overrides, message in [({"rate": 1.0}, "--rate must be above 0 and below 1, got 1.0"), ({"units": "8,0"}, "--units must be between 1 and 64"),
+                               ({"epochs": 0}, "--epochs must be at least 1"), ({"rate": "nan"}, "--rate must be above 0 and below 1")]:
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             config_lib.resolve(Bounded, None, overrides)
     (tmp_path / "c.yaml").write_text("rate: 2\n")
-    with pytest.raises(UserError, match="c.yaml: --rate must be in"):
+    with pytest.raises(UserError, match="c.yaml: --rate must be above 0"):
         config_lib.resolve(Bounded, tmp_path / "c.yaml")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...shared import data as data_lib
-from ...shared.errors import UserError
-from ...shared.text import stdlib_docstrings
+from dlapps.shared import data as data_lib
+from dlapps.shared.errors import UserError
+from dlapps.shared.text import stdlib_docstrings
 
 
 @dataclass

@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from dlapps.shared.models import TaskModel
+
 from .config import ARCHITECTURES
 
 OOV_TOKEN = "[OOV]"
@@ -48,7 +50,7 @@ class CharPreprocessor(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dlapps.charlm")
-class CharLanguageModel(keras.Model):
+class CharLanguageModel(TaskModel):
     """Next-character logits for every position of a (batch, time) tensor of character ids.
 
     Args:
@@ -65,7 +67,7 @@ class CharLanguageModel(keras.Model):
 
     def __init__(
         self,
-        vocabulary,
+        vocabulary=(),
         arch="lstm",
         sequence_length=128,
         embedding_dim=64,
@@ -122,24 +124,6 @@ class CharLanguageModel(keras.Model):
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)
         self.dropout = float(dropout)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary": self.vocabulary,
-            "arch": self.arch,
-            "sequence_length": self.sequence_length,
-            "embedding_dim": self.embedding_dim,
-            "units": self.units,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "dropout": self.dropout,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     # --- scoring ---------------------------------------------------------------------------------
 
@@ -268,12 +252,3 @@ class CharLanguageModel(keras.Model):
 
         table = tf.constant([""] + self.vocabulary)
         return tf.strings.reduce_join(tf.gather(table, ids))
-
-
-def build_vocabulary(text: str, min_count: int = 1) -> list[str]:
-    """Characters of `text` occurring at least `min_count` times, most frequent first (ties by
-    code point, so the same text always gives the same vocabulary)."""
-    from collections import Counter
-
-    counts = Counter(text)
-    return [c for c, n in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if n >= min_count]
