@@ -25,7 +25,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from dlapps.apps.classify import data as classify_data  # noqa: E402
-from dlapps.apps.classify.config import ClassifyConfig  # noqa: E402
+from dlapps.apps.classify.app import APP  # noqa: E402
+from dlapps.apps.classify.config import ClassifyEvaluateOptions  # noqa: E402
 from dlapps.shared import data as data_lib  # noqa: E402
 from dlapps.shared.config import resolve  # noqa: E402
 
@@ -39,13 +40,16 @@ def write_csv(image_set: classify_data.ImageSet, path: Path) -> Path:
 
 
 def train_and_score(overrides: dict, test_csv: Path) -> tuple[dict, dict, float]:
-    from dlapps.apps.classify import app
+    """The app's own train, then its evaluate on the held-out CSV."""
+    from dlapps.shared import training
 
-    config = resolve(ClassifyConfig, None, overrides)
+    config = resolve(APP.config, None, overrides)
     started = time.time()
-    metrics = app.train(config)
+    metrics = training.train(APP, config)
     seconds = time.time() - started
-    return metrics, app.evaluate(config.out, str(test_csv)), seconds
+    model = training.load_model(config.out, APP.name)
+    options = ClassifyEvaluateOptions(data=str(test_csv))
+    return metrics, APP.evaluate(model, APP.evaluation_data(config, options), options), seconds
 
 
 def frozen_features_logreg(train, test, weights: str, image_size: int, alpha: float, seed: int) -> tuple[float, float]:
@@ -53,15 +57,14 @@ def frozen_features_logreg(train, test, weights: str, image_size: int, alpha: fl
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
 
-    from dlapps.apps.classify import app
-    from dlapps.apps.classify.model import ImageClassifier
+    from dlapps.apps.classify.model import ImageClassifier, load_backbone_weights
 
     started = time.time()
     model = ImageClassifier(sorted(set(train.labels)), image_size=image_size, alpha=alpha, augment=False)
-    app.load_backbone_weights(model, weights)
+    load_backbone_weights(model, weights)
 
     def features(image_set):
-        batches = app.image_batches(image_set, image_size, 32)
+        batches = classify_data.image_batches(image_set, image_size, 32)
         return np.concatenate([np.asarray(model.backbone_features(x)).mean(axis=(1, 2)) for x, _ in batches])
 
     search = GridSearchCV(LogisticRegression(max_iter=5000, random_state=seed), {"C": [0.01, 0.1, 1, 10]}, cv=5)
@@ -114,7 +117,7 @@ def main() -> None:
     print(f"{'ours: ' + name + ' pretrained, head then top layers':<52} {ours['accuracy']:>9.4f} {ours_seconds:>8.1f}")
     print(f"{'peer: ' + name + ' from scratch, same budget':<52} {scratch_result['accuracy']:>9.4f} {scratch_seconds:>8.1f}")
     print(f"{'reference: frozen pretrained features + LogReg':<52} {logreg_accuracy:>9.4f} {logreg_seconds:>8.1f}")
-    print(f"pretrained: best epoch {ours_metrics['best_epoch']} of the last phase, {ours_metrics['epochs_run']} epochs in all; "
+    print(f"pretrained: best epoch {ours_metrics['best_epoch']} of {ours_metrics['epochs_run']} over both phases; "
           f"head phase best val {ours_metrics.get('head_phase', {}).get('best_value')}; "
           f"scratch: best epoch {scratch_metrics['best_epoch']} of {scratch_metrics['epochs_run']}")
     print(json.dumps({

@@ -115,10 +115,16 @@ class App:
         """Steps of an epoch when the training dataset is infinite or of unknown length."""
         return None
 
-    def callbacks(self, model, splits: Splits, config) -> list:
+    def callbacks(self, model, splits: Splits, config, run=None) -> list:
         """Extra Keras callbacks for fit (e.g. a learning-rate schedule, a validation metric
-        such as BLEU or entity F1 that must appear in the logs before checkpoint selection)."""
+        such as BLEU or entity F1 that must appear in the logs before checkpoint selection).
+        `run` (shared.training.Run; files go in ``run.staging``) is passed when the hook takes it."""
         return []
+
+    def checkpoint_selection(self, config) -> tuple[str, str, str]:
+        """(monitor, mode, keep) for this config; default the class attributes. An app whose
+        architectures differ (a VAE keeps its best epoch, a GAN its last) overrides it."""
+        return self.monitor, self.mode, self.keep
 
     def describe_training(self, model, splits: Splits, config) -> str:
         """The line printed when training starts (sizes, labels); the strategy is appended."""
@@ -156,7 +162,8 @@ class App:
         return self.load_splits(config).train
 
     def evaluate(self, model, data, options) -> dict:
-        """Metrics on `data` as plain Python (JSON-able)."""
+        """Metrics on `data` as plain Python (JSON-able). ``options.model_dir`` is the --model
+        folder, where plots may go."""
         raise NotImplementedError
 
     def headline(self, metrics: dict) -> dict:
@@ -169,6 +176,17 @@ class App:
         Each takes raw inputs (strings, encoded images, waveforms) with a batch dimension and
         returns a dict of decoded outputs. shared.export tracks `model` and writes them."""
         raise NotImplementedError
+
+    def core_example(self, model):
+        """Example inputs of the model's tensor core (what `model(...)` takes), for the ONNX and
+        LiteRT exports and their checks. Default: made from a functional model's Input specs."""
+        from dlapps.shared.export import example_inputs
+
+        return example_inputs(model)
+
+    def export_info(self, model) -> dict:
+        """Extra facts for export's result (label names, vocabulary size)."""
+        return {}
 
     def export_resources(self, model) -> tuple:
         """Extra trackable objects the endpoints use (lookup tables outside the model)."""

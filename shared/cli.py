@@ -279,7 +279,7 @@ def add_predict_command(group: typer.Typer, contract) -> None:
         else:
             inputs = read_inputs(items, file, options.encoding, contract.inputs)
         inputs = contract.read_inputs(inputs, options)
-        model = training.load_model(model_dir, contract.name)
+        model = training.load_model(model_dir, contract.name, compile=False)
         if contract.streams and not as_json:
             contract.predict(model, inputs, options, write=lambda text: typer.echo(text, nl=False))
             return
@@ -298,7 +298,8 @@ def add_evaluate_command(group: typer.Typer, contract) -> None:
         model_dir, as_json = values.pop("model"), values.pop("json")
         values.pop("verbose")
         options = config_lib.resolve(contract.evaluate_options, None, values)
-        model = training.load_model(model_dir, contract.name)
+        options.model_dir = Path(model_dir)  # not an option: where evaluate may write its plots
+        model = training.load_model(model_dir, contract.name, compile=False)
         config = training.run_config(model_dir, contract.config, required=not options.data)
         metrics = contract.evaluate(model, contract.evaluation_data(config, options), options)
         if as_json:

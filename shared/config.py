@@ -138,6 +138,8 @@ class ExportOptions(Options):
     """Options of every app's ``export``."""
 
     out: str = option("", "folder to export into (default: the model's run folder)", short="-o")
+    format: str = option("saved_model", "saved_model: TF Serving layout, raw inputs; keras: model.keras; onnx / litert: "
+                         "the tensor core, checked in its own runtime", choices=("saved_model", "keras", "onnx", "litert"))
 
 
 def field_types(config_cls) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
-from dlapps.shared import files
+from dlapps.shared import files, runtime
 from dlapps.shared.errors import UserError
 
 
@@ -87,17 +88,147 @@ def copy_model(model_path: Path, out_dir: Path) -> Path:
 
 
 def export(app, model_dir: str | Path, options) -> dict:
-    """The whole ``export`` mode: the app's endpoints written as the next SavedModel version."""
+    """The whole ``export`` mode: the app's endpoints written as the next SavedModel version, or
+    the model in another format (``--format``)."""
     from dlapps.shared import training
 
     model_dir = Path(model_dir)
     if options.out:
         training.Run.check_location(Path(options.out), resume=False)
-    model = training.load_model(model_dir, app.name)
+    model = training.load_model(model_dir, app.name, compile=False)
     model_path = model_dir if model_dir.suffix == ".keras" else model_dir / "model.keras"
     out = Path(options.out) if options.out else (model_dir.parent if model_dir.suffix == ".keras" else model_dir)
+    fmt = getattr(options, "format", "saved_model")
+    if fmt == "keras":
+        return {"format": "keras", "path": str(copy_model(model_path, out))}
+    if fmt in ("onnx", "litert"):
+        return export_core(app, model, out, fmt)
     endpoints = app.endpoints(model, options)
     signatures = {name: describe_signature(function) for name, function in endpoints.items()}
     path = write_saved_model(model, endpoints, out, app.export_resources(model))
     copy_model(model_path, out)
-    return {"saved_model": str(path), "version": int(path.name), "signatures": signatures}
+    return {"saved_model": str(path), "version": int(path.name), "signatures": signatures, **app.export_info(model)}
+
+
+# --- the tensor core in other runtimes -------------------------------------------------------------
+
+TOLERANCE = 1e-3  # largest difference to Keras's outputs an exported core may show
+
+
+def example_inputs(model, batch: int = 2, length: int = 16):
+    """Inputs a functional model takes, made from its Input specs: ids of 1 (a real token, not
+    padding) for integer inputs, seeded normal values for float ones, bytes for uint8."""
+    import numpy as np
+
+    inputs = getattr(model, "inputs", None)
+    if not inputs:
+        raise UserError(f"{model.name}: no tensor inputs to make an example of; the app must give core_example")
+    rng = np.random.default_rng(0)
+    made = []
+    for spec in inputs:
+        shape = [batch] + [length if d is None else d for d in spec.shape[1:]]
+        dtype = str(spec.dtype)
+        if "int" in dtype and dtype != "uint8":
+            made.append(np.ones(shape, dtype=dtype))
+        elif dtype == "uint8":
+            made.append(rng.integers(0, 256, shape).astype("uint8"))
+        else:
+            made.append(rng.normal(size=shape).astype(dtype))
+    return made[0] if len(made) == 1 else made
+
+
+def _as_list(values):
+    import numpy as np
+
+    if isinstance(values, dict):
+        return [np.asarray(values[k]) for k in sorted(values)]
+    if isinstance(values, (list, tuple)):
+        return [np.asarray(v) for v in values]
+    return [np.asarray(values)]
+
+
+def _check(app, fmt: str, expected, got, runtime: str) -> dict:
+    import numpy as np
+
+    expected, got = _as_list(expected), _as_list(got)
+    if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got)):
+        raise UserError(f"{app.name}: the {fmt} model's outputs {[g.shape for g in got]} differ in shape from Keras's {[e.shape for e in expected]}")
+    difference = max(float(np.max(np.abs(e.astype("float64") - g.astype("float64")))) if e.size else 0.0 for e, g in zip(expected, got))
+    if not difference <= TOLERANCE:
+        raise UserError(f"{app.name}: the {fmt} model differs from Keras's by {difference:.3g} (over {TOLERANCE}); not written")
+    return {"runtime": runtime, "max_abs_difference": difference}
+
+
+def export_core(app, model, out: Path, fmt: str) -> dict:
+    """The Keras model (the tensor core: ids, pixels or features in, scores out) as ONNX or
+    LiteRT, run in its own runtime on example inputs and compared with Keras before it is kept.
+    Raw-input handling (tokenising, decoding images, NMS, beam search) lives in the SavedModel;
+    these formats do not carry string tensors, so it stays there."""
+    import tempfile
+
+    import numpy as np
+
+    example = app.core_example(model)
+    expected = model(example, training=False)
+    expected = {k: np.asarray(v) for k, v in expected.items()} if isinstance(expected, dict) else (
+        [np.asarray(v) for v in expected] if isinstance(expected, (list, tuple)) else np.asarray(expected))
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / ("model.onnx" if fmt == "onnx" else "model.tflite")
+    with tempfile.TemporaryDirectory(dir=out) as scratch:
+        path = Path(scratch) / target.name
+        feeds = _as_list(example)
+        if fmt == "onnx":
+            try:
+                import onnxruntime
+            except ImportError:
+                raise UserError("--format onnx needs tf2onnx and onnxruntime: pip install 'dlapps[export]'")
+            try:
+                with runtime.quiet_stderr(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.export(str(path), format="onnx", verbose=False)
+            except Exception as error:
+                raise UserError(f"{app.name}: its model cannot be written as ONNX ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__})")
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            got = session.run(None, dict(zip(names, feeds)))
+            checked = _check(app, fmt, expected, got if len(got) > 1 else got[0], f"onnxruntime {onnxruntime.__version__}")
+        else:
+            checked = _litert(app, model, feeds, expected, path)
+        os.replace(path, target)
+    inputs = ", ".join(f"{getattr(i, 'name', 'input')}: {i.dtype}{list(i.shape)}" for i in (model.inputs or [])) or "see core_example"
+    return {"format": fmt, "path": str(target), "inputs": inputs, "checked": checked,
+            "note": "the tensor core only: raw-input handling (tokenising, image decoding, decoding of outputs) is in the SavedModel"}
+
+
+def _litert(app, model, feeds, expected, path: Path) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        from importlib.metadata import version
+    except ImportError:
+        raise UserError("--format litert needs the LiteRT runtime: pip install 'dlapps[export]'")
+    # Every dimension but the batch fixed to the example's: LiteRT plans its tensors ahead.
+    specs = [tf.TensorSpec([None, *f.shape[1:]], tf.as_dtype(f.dtype)) for f in feeds]
+    function = tf.function(lambda *x: model(x[0] if len(x) == 1 else list(x), training=False), input_signature=specs)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # the plain runtime has no TensorFlow ops
+    try:
+        with runtime.quiet_stderr():
+            path.write_bytes(converter.convert())
+    except Exception as error:
+        text = str(error)
+        reason = ("its recurrent layers need TensorFlow's own ops (Flex), which the LiteRT runtime does not ship"
+                  if "tensor list" in text.lower() or "Flex" in text or "Select TF ops" in text else text.strip().splitlines()[-1][:200])
+        raise UserError(f"{app.name}: its model cannot be converted to LiteRT builtin ops ({reason}); use --format onnx or saved_model")
+    interpreter = Interpreter(model_path=str(path))
+    details = interpreter.get_input_details()
+    for detail, feed in zip(details, feeds):
+        interpreter.resize_tensor_input(detail["index"], list(feed.shape))
+    interpreter.allocate_tensors()
+    for detail, feed in zip(details, feeds):
+        interpreter.set_tensor(detail["index"], feed)
+    interpreter.invoke()
+    got = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    return _check(app, "litert", expected, got if len(got) > 1 else got[0], f"ai-edge-litert {version('ai-edge-litert')}")

@@ -24,3 +24,25 @@ def import_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+class quiet_stderr:
+    """Sends file descriptor 2 to /dev/null for a block: the C++ parts of TensorFlow's converters
+    print pages of MLIR diagnostics there before the exception that says it in one line."""
+
+    def __enter__(self):
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+            self.saved = None
+            return self
+        sys.stderr.flush()
+        self.saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            sys.stderr.flush()
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False

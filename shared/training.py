@@ -55,11 +55,13 @@ def first_line(error: BaseException, limit: int = 200) -> str:
 @dataclasses.dataclass
 class Stage:
     """One phase of training (classify: frozen backbone, then fine-tuning). `prepare(model)` runs
-    in the strategy's scope before the phase starts (unfreeze layers, compile anew)."""
+    in the strategy's scope before the phase starts (unfreeze layers, compile anew);
+    `from_best` starts the phase from the best checkpoint so far rather than the last epoch."""
 
     name: str
     epochs: int
     prepare: Callable | None = None
+    from_best: bool = False
 
 
 # --- run folders -----------------------------------------------------------------------------------
@@ -346,8 +348,9 @@ def _callback_classes():
             self.epoch = epoch
 
         def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
+            # every logged value: a GAN logs d_loss and g_loss, not one loss
+            values = [float(v) for v in (logs or {}).values() if isinstance(v, (int, float)) or getattr(v, "shape", None) == ()]
+            if any(not math.isfinite(v) for v in values):
                 self.nan_epoch = self.epoch + 1
                 self.model.stop_training = True
 
@@ -398,11 +401,11 @@ def train(app, config) -> dict:
     try:
         try:
             splits = app.load_splits(config)
+            register_models(type(app).__module__.rpartition(".")[0])  # --resume loads before build_model runs
+            model = model_for_run(run, config, lambda: app.build_model(config, splits), strategy)
         except BaseException:
-            run.discard_if_new(config)  # bad data changes nothing, not even the staging folder
+            run.discard_if_new(config)  # bad data or weights change nothing, not even the staging folder
             raise
-        register_models(type(app).__module__.rpartition(".")[0])  # --resume loads before build_model runs
-        model = model_for_run(run, config, lambda: app.build_model(config, splits), strategy)
         with strategy.scope():
             app.compile_model(model, config)
         print(f"{app.describe_training(model, splits, config)}; {describe(strategy)}", flush=True)
@@ -418,7 +421,7 @@ def train(app, config) -> dict:
             print(f"Weights checksum (the same on every worker): {checksum:.6f}", flush=True)
         metrics = {
             "monitor": outcome["monitor"],
-            "keep": app.keep,
+            "keep": app.checkpoint_selection(config)[2],
             "best_value": outcome["best_value"],
             "best_epoch": outcome["best_epoch"],
             "epochs_run": outcome["epochs_run"],
@@ -430,7 +433,7 @@ def train(app, config) -> dict:
         metrics.update(app.after_training(final, splits, config, run) or {})
         if os.path.exists(run.history_path):
             plot_history(read_history(run.history_path), run.staging / "curves.png")
-        _promote_checkpoint(run)
+        save_model(final, run.staging / "model.keras")  # as after_training left it (generate adds its FID network)
         run.finish(metrics)
         return metrics
     finally:
@@ -449,44 +452,51 @@ def _final_model(app, model, run: Run):
     return keras.saving.load_model(run.checkpoint_path, compile=False)
 
 
-def _promote_checkpoint(run: Run) -> None:
-    os.replace(run.checkpoint_path, run.staging / "model.keras")
-
-
 def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop: bool) -> dict:
     import keras
 
+    import inspect
+
     Checkpoint, TimeLimit, NanGuard = _callback_classes()
-    monitor = app.monitor
+    monitor, mode, keep = app.checkpoint_selection(config)
     if val_ds is None and monitor.startswith("val_"):
         monitor = monitor[len("val_"):]
-    checkpoint = Checkpoint(run, monitor, app.mode, app.keep)
+    checkpoint = Checkpoint(run, monitor, mode, keep)
+    takes_run = "run" in inspect.signature(app.callbacks).parameters
     stages = app.stages(config)
     started = time.time()
-    epochs_before = 0
     verbose = 1 if sys.stdout.isatty() else 2
     guard = NanGuard()
+    budget = [TimeLimit(config.max_minutes)] if config.max_minutes > 0 else []  # one deadline for every stage
     for index, stage in enumerate(stages):
         if run.stage_done(stage.name) and len(stages) > 1:
             _load_stage_weights(model, run.checkpoint_dir / f"{stage.name}.npz")
-            epochs_before += stage.epochs
-            checkpoint.epoch_offset = epochs_before
             continue
+        # epochs of earlier stages that actually ran (early stopping, a time budget): from history
+        checkpoint.epoch_offset = _epochs_done_before(run, stages[:index])
+        backup = run.backup_dir / stage.name if len(stages) > 1 else run.backup_dir
+        # an interruption between an epoch's history row and its backup: the row goes, the epoch reruns
+        _trim_history(run.history_path, checkpoint.epoch_offset + _backed_up_epochs(backup))
+        if stage.from_best and run.checkpoint_path.exists():
+            import keras as keras_lib
+
+            best = keras_lib.saving.load_model(run.checkpoint_path, compile=False)
+            model.set_weights(best.get_weights())
         if stage.prepare is not None:
             with strategy.scope():
                 stage.prepare(model)
-        checkpoint.epoch_offset = epochs_before
+        # asked per stage, after `prepare`: a stage may want its own (classify's phase two)
+        extra = app.callbacks(model, splits, config, run=run) if takes_run else app.callbacks(model, splits, config)
         callbacks = [
             guard,
             checkpoint,
             keras.callbacks.CSVLogger(str(run.history_path), append=run.history_path.exists()),
-            *([TimeLimit(config.max_minutes)] if config.max_minutes > 0 else []),
-            *([keras.callbacks.EarlyStopping(monitor=monitor, mode=app.mode, patience=config.patience)] if config.patience > 0 else []),
-            *app.callbacks(model, splits, config),
+            *budget,
+            *([keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience)] if config.patience > 0 else []),
+            *extra,
         ]
         if run.chief:
             callbacks.append(keras.callbacks.TensorBoard(str(run.staging / "logs"), write_graph=False, profile_batch=0))
-        backup = run.backup_dir / stage.name if len(stages) > 1 else run.backup_dir
         steps = app.steps_per_epoch(splits, config)
         if loop:
             loop_fit(model, train_ds, val_ds, strategy, stage.epochs, callbacks, backup, steps_per_epoch=steps, verbose=verbose)
@@ -496,20 +506,23 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
                 validation_data=val_ds,
                 epochs=stage.epochs,
                 steps_per_epoch=steps,
-                callbacks=[keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True), *callbacks],
+                # the backup last: an epoch it counts as done has its history row and checkpoint
+                callbacks=[*callbacks, keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
                 shuffle=False,  # input pipelines shuffle themselves (seeded), see shared.data
                 verbose=verbose,
             )
         if guard.nan_epoch is not None:
             shutil.rmtree(run.staging, ignore_errors=True)
             raise UserError(
-                f"{run.dir}: training diverged (the loss became NaN in epoch {epochs_before + guard.nan_epoch}); "
+                f"{run.dir}: training diverged (the loss became NaN in epoch {checkpoint.epoch_offset + guard.nan_epoch}); "
                 "the run folder keeps its previous model; try a lower --learning-rate"
             )
         if len(stages) > 1 and index < len(stages) - 1:
             _save_stage_weights(model, run.checkpoint_dir / f"{stage.name}.npz")
-            (run.checkpoint_dir / f"{stage.name}.done").write_text("")
-        epochs_before += stage.epochs
+            rows = len(read_history(run.history_path).get("epoch", []))
+            (run.checkpoint_dir / f"{stage.name}.done").write_text(str(rows))
+        if model.stop_training and budget and time.time() > budget[0].deadline:
+            break  # the time budget is spent: later stages do not start
     history = read_history(run.history_path)
     return {
         "monitor": monitor,
@@ -519,6 +532,30 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
         "train_seconds": round(time.time() - started, 2),
         "last_epoch": {k: v[-1] for k, v in history.items() if k != "epoch" and v},
     }
+
+
+def _backed_up_epochs(backup_dir: Path) -> int:
+    """Epochs of a stage that its backup holds (Keras's and the loop's metadata alike)."""
+    path = backup_dir / "training_metadata.json"
+    try:
+        return int(json.loads(path.read_text()).get("epoch", 0)) if path.exists() else 0
+    except (ValueError, OSError):
+        return 0
+
+
+def _trim_history(path: Path, rows: int) -> None:
+    """Keeps the header and the first `rows` rows of history.csv."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(lines) > rows + 1:
+        files.write_text(path, "".join(lines[: rows + 1]))
+
+
+def _epochs_done_before(run: Run, stages: list) -> int:
+    """History rows written by the finished stages among `stages` (their .done files hold it)."""
+    counts = [(run.checkpoint_dir / f"{s.name}.done").read_text().strip() for s in stages if run.stage_done(s.name)]
+    return max((int(c) for c in counts if c.isdigit()), default=0)
 
 
 def _save_stage_weights(model, path: Path) -> None:
@@ -591,8 +628,8 @@ def loop_fit(model, train_ds, val_ds, strategy, epochs: int, callbacks: list, ba
             for batch in distributed_val:
                 val_logs = {k: float(v) for k, v in test_step(batch).items()}
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
-        _save_backup(model, backup_dir, epoch + 1)
         callback_list.on_epoch_end(epoch, logs)
+        _save_backup(model, backup_dir, epoch + 1)  # after the history row and checkpoint it vouches for
         if verbose:
             shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
             print(f"Epoch {epoch + 1}/{epochs} - {time.time() - started:.0f}s - {shown}", flush=True)

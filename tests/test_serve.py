@@ -271,3 +271,27 @@ def test_the_try_it_page_answers_in_a_real_browser(server, tmp_path):
         driver.save_screenshot(screenshot)
     finally:
         driver.quit()
+
+
+def test_onnx_export_answers_as_keras_and_litert_says_why_it_cannot(tmp_path, tmp_path_factory):
+    """--format onnx writes the tensor core and checks it in onnxruntime; sentiment's LSTMs have
+    no LiteRT builtin form, which is one line, not a traceback."""
+    import onnxruntime
+
+    from .helpers import assert_user_error
+
+    run_dir = trained(tmp_path_factory, "sentiment", *SENTIMENT_ARGS)
+    result = run_cli("sentiment", "export", "-m", run_dir, "--format", "onnx", "--out", tmp_path, "--json")
+    assert_ok(result)
+    exported = json.loads(result.output)
+    assert exported["checked"]["max_abs_difference"] <= 1e-3 and exported["path"].endswith("model.onnx")
+    from dlapps.shared import training
+
+    model = training.load_model(run_dir, "sentiment")
+    ids = model.preprocessor(np.array(TEXTS, dtype=object)).numpy()
+    session = onnxruntime.InferenceSession(exported["path"], providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(None, {session.get_inputs()[0].name: ids})
+    np.testing.assert_allclose(probabilities, model.predict(ids, verbose=0), atol=1e-4)
+    assert_user_error(run_cli("sentiment", "export", "-m", run_dir, "--format", "litert", "--out", tmp_path),
+                      "cannot be converted to LiteRT", "--format onnx")
+    assert not (tmp_path / "model.tflite").exists()

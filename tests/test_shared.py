@@ -246,9 +246,9 @@ def test_the_loop_resumes_from_its_last_epoch(tmp_path):
     from dlapps.shared import training
     from dlapps.shared.config import TrainConfig
 
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 2:
+    class Interrupt(keras.callbacks.Callback):  # Ctrl-C during the fourth epoch
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
                 raise KeyboardInterrupt
 
     app = _tiny_app(custom_loop=True)
@@ -321,3 +321,27 @@ def test_option_bounds_are_checked_once_for_flags_files_and_saved_configs(tmp_pa
     (tmp_path / "c.yaml").write_text("rate: 2\n")
     with pytest.raises(UserError, match="c.yaml: --rate must be above 0"):
         config_lib.resolve(Bounded, tmp_path / "c.yaml")
+
+
+def test_a_stage_can_start_from_the_best_checkpoint_and_one_budget_spans_the_stages(tmp_path):
+    import keras
+
+    from dlapps.shared import training
+    from dlapps.shared.config import TrainConfig
+    from dlapps.shared.training import Stage
+
+    seen = {}
+
+    def second(model):
+        best = keras.saving.load_model(tmp_path / ".run.training" / "checkpoints" / "model.keras", compile=False)
+        seen["starts_from_best"] = all(np.array_equal(a, b) for a, b in zip(model.get_weights(), best.get_weights()))
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+
+    app = _tiny_app()
+    app.stages = lambda config: [Stage("first", 4), Stage("second", 2, prepare=second, from_best=True)]
+    metrics = training.train(app, TrainConfig(out=str(tmp_path / "run"), epochs=4, learning_rate=0.5))
+    assert seen == {"starts_from_best": True} and metrics["epochs_run"] == 6
+    assert 1 <= metrics["best_epoch"] <= 6  # numbered across both stages
+    app.stages = lambda config: [Stage("first", 50), Stage("second", 50)]
+    metrics = training.train(app, TrainConfig(out=str(tmp_path / "budget"), max_minutes=0.001, learning_rate=0.1))
+    assert metrics["epochs_run"] == 1  # the budget ran out in the first stage; the second never started

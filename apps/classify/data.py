@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...shared import data as data_lib
-from ...shared import images
-from ...shared.errors import UserError
+from dlapps.shared import data as data_lib
+from dlapps.shared import images
+from dlapps.shared.errors import UserError
 
 
 @dataclass
@@ -145,7 +145,8 @@ def read_csv(path: Path, encoding: str = "utf-8") -> ImageSet:
         image_path = Path(row[path_column].strip()).expanduser()
         image_path = image_path if image_path.is_absolute() else path.parent / image_path
         if not image_path.is_file():
-            raise UserError(f"{path}: line {number}: no such image file {row[path_column].strip()!r}")
+            hint = " (if this line is a header, name its columns path and label)" if number == 1 else ""
+            raise UserError(f"{path}: line {number}: no such image file {row[path_column].strip()!r}{hint}")
         label = row[label_column].strip()
         if not label:
             raise UserError(f"{path}: line {number}: empty label")
@@ -199,6 +200,34 @@ def read_tfds(spec: data_lib.DataSpec, split: str, config) -> ImageSet:
         sources.append(example[image_key])
         labels.append(names[int(example[label_key])])
     return ImageSet(sources, labels, encoded=True)
+
+
+# --- the input pipeline --------------------------------------------------------------------------
+
+
+def image_batches(image_set: ImageSet, image_size: int, batch_size: int, label_index=None, shuffle=False, seed=0):
+    """(float image batch, label index) from paths or encoded bytes: decoding and resizing run in
+    tf.data (cached as uint8 after the first pass), so only pixel tensors enter the training step.
+    Without `label_index` the labels are zeros (prediction)."""
+    import tensorflow as tf
+
+    sources = np.asarray([s if image_set.encoded else str(s) for s in image_set.sources], dtype=object)
+    if label_index is None:
+        labels = np.zeros(len(sources), dtype=np.int32)
+    else:
+        labels = np.asarray([label_index[y] for y in image_set.labels], dtype=np.int32)
+    size = (image_size, image_size)
+    decode = images.decode_bytes_fn(size) if image_set.encoded else images.decode_files_fn(size)
+    dataset = tf.data.Dataset.from_tensor_slices((sources, labels)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    # cache before shuffling: the cache holds decoded images, each epoch shuffles them anew
+    dataset = dataset.cache()
+
+    def to_float(batch, label):
+        return tf.cast(batch, tf.float32), label
+
+    return data_lib.batch_dataset(
+        dataset, batch_size=batch_size, shuffle=shuffle, shuffle_buffer=len(sources), seed=seed, batch_map_fn=to_float
+    )
 
 
 # --- the splits train uses -----------------------------------------------------------------------

@@ -9,11 +9,18 @@ Training happens in phases (``set_phase``): the new head on a frozen backbone, t
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import keras
 from keras import layers, ops
 
+from dlapps.shared.errors import UserError
+from dlapps.shared.models import TaskModel
+
 # name -> (keras.applications constructor, input scaling the ImageNet weights expect, has alpha)
 BACKBONES = {
+    "tiny": (None, "tf", False),  # tiny_backbone: no pretrained weights
     "mobilenet": ("MobileNet", "tf", True),
     "mobilenet_v2": ("MobileNetV2", "tf", True),
     # EfficientNet scales and normalises inside itself (its Rescaling + Normalization layers).
@@ -49,10 +56,24 @@ class InputScaling(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+def tiny_backbone(image_size: int):
+    """A small CNN to train from scratch on small data (the demo, tests): four stride-2 blocks of
+    convolution, BatchNormalization and ReLU."""
+    images = keras.Input((image_size, image_size, 3), name="scaled_images")
+    x = images
+    for block, filters in enumerate((16, 32, 64, 128), start=1):
+        x = layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"block{block}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.Activation("relu", name=f"block{block}_relu")(x)
+    return keras.Model(images, x, name="backbone")
+
+
 def make_backbone(name: str, image_size: int, alpha: float = 1.0, weights=None):
-    """A keras.applications feature extractor without its top, named ``backbone``."""
+    """A keras.applications feature extractor without its top (or the tiny CNN), named ``backbone``."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; one of {', '.join(BACKBONES)}")
+    if name == "tiny":
+        return tiny_backbone(image_size)
     constructor, _, has_alpha = BACKBONES[name]
     kwargs = dict(input_shape=(image_size, image_size, 3), include_top=False, weights=weights, name="backbone")
     if has_alpha:
@@ -90,12 +111,12 @@ def augmentation_layers(seed=None):
 
 
 @keras.saving.register_keras_serializable(package="dlapps.classify")
-class ImageClassifier(keras.Model):
+class ImageClassifier(TaskModel):
     """Image classifier on a keras.applications backbone.
 
     Args:
         labels: class names; the output has one probability per name.
-        backbone: ``mobilenet``, ``mobilenet_v2``, ``efficientnet_b0`` or ``resnet50``.
+        backbone: ``mobilenet``, ``mobilenet_v2``, ``efficientnet_b0``, ``resnet50`` or ``tiny``.
         image_size: side of the square every image is resized to inside the model.
         alpha: width multiplier of the MobileNets.
         dropout: dropout before the classifier.
@@ -103,10 +124,13 @@ class ImageClassifier(keras.Model):
         batchnorm_momentum: momentum of the backbone's BatchNormalization moving statistics (None:
             the Keras default 0.99). Short runs from scratch need a lower one (0.9): with 0.99 the
             moving statistics still lag the weights after a few hundred steps, and inference collapses.
+        phase, unfreeze: which layers train (see ``set_phase``). The config holds the current
+            phase, so a model saved in phase two reloads with the same trainable layers, and its
+            optimizer state fits them.
     """
 
-    def __init__(self, labels, backbone="mobilenet", image_size=224, alpha=1.0, dropout=0.2, augment=True,
-                 batchnorm_momentum=None, **kwargs):
+    def __init__(self, labels=(), backbone="mobilenet", image_size=224, alpha=1.0, dropout=0.2, augment=True,
+                 batchnorm_momentum=None, phase="all", unfreeze=0, **kwargs):
         # === Layers ===
         # antialiased like the input pipeline's resize (shared.images), so any-size float input agrees with it
         resize = layers.Resizing(image_size, image_size, antialias=True, name="resize")
@@ -139,23 +163,10 @@ class ImageClassifier(keras.Model):
         self.dropout = float(dropout)
         self.augment = bool(augment)
         self.batchnorm_momentum = None if batchnorm_momentum is None else float(batchnorm_momentum)
+        self.set_phase(phase, unfreeze)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "labels": self.labels,
-            "backbone": self.backbone_name,
-            "image_size": self.image_size,
-            "alpha": self.alpha,
-            "dropout": self.dropout,
-            "augment": self.augment,
-            "batchnorm_momentum": self.batchnorm_momentum,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return {**super().get_config(), "phase": self.phase, "unfreeze": self.unfreeze}
 
     # --- phases ---------------------------------------------------------------------------------
 
@@ -184,6 +195,7 @@ class ImageClassifier(keras.Model):
                 layer.trainable = True
         else:
             raise ValueError(f"phase must be head, finetune or all, got {phase!r}")
+        self.phase, self.unfreeze = phase, int(unfreeze)
         return [layer.name for layer in backbone.layers if layer.trainable and layer.weights] if backbone.trainable else []
 
     # --- pieces for Grad-CAM --------------------------------------------------------------------
@@ -198,3 +210,34 @@ class ImageClassifier(keras.Model):
         """The backbone's feature map -> class probabilities (inference mode)."""
         pooled = self.get_layer("pooling")(features)
         return self.get_layer("classifier")(self.get_layer("classifier_dropout")(pooled, training=False))
+
+
+def load_backbone_weights(model: ImageClassifier, weights: str) -> str:
+    """Initialises the backbone: ``none`` keeps the random weights, ``imagenet`` downloads them
+    (keras.applications), a path loads a weights file. Returns what was loaded, for the log."""
+    from dlapps.shared.training import first_line
+
+    backbone = model.get_layer("backbone")
+    described = f"{model.backbone_name}" + (f" alpha {model.alpha:g}" if BACKBONES[model.backbone_name][2] else "")
+    if weights == "none":
+        return "random initialisation"
+    if weights == "imagenet":
+        try:
+            reference = make_backbone(model.backbone_name, model.image_size, model.alpha, weights="imagenet")
+        except Exception as error:  # no network, no weights for this alpha, ...
+            raise UserError(
+                f"--weights imagenet: could not get ImageNet weights for {described} ({first_line(error, 160)}); "
+                "offline, pass --weights PATH of a local weights file or --weights none"
+            )
+        backbone.set_weights(reference.get_weights())
+        if model.backbone_name == "efficientnet_b0":
+            set_efficientnet_normalization(backbone)
+        return f"ImageNet weights for {described}"
+    path = Path(weights).expanduser()
+    try:
+        with warnings.catch_warnings():  # Keras notes weightless containers it skips; the weights themselves load
+            warnings.simplefilter("ignore")
+            backbone.load_weights(str(path))
+    except Exception as error:
+        raise UserError(f"{path}: does not match the {described} backbone without top ({first_line(error, 160)})")
+    return f"weights from {path}"
