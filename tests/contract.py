@@ -123,10 +123,10 @@ class AppContract:
         assert json.loads((run_dir / "config.json").read_text())["epochs"] == self.epochs
 
     def test_help_imports_no_tensorflow(self):
-        for args in ((self.app, "--help"), (self.app, "train", "--help"), (self.app, "predict", "--help")):
-            heavy, output = heavy_imports_of(*args)
-            assert heavy == [], f"dlapps {' '.join(args)} imported {heavy}"
-            assert "Usage" in output
+        modes = [(self.app, mode, "--help") for mode in ("train", "predict", "evaluate", "export")]
+        heavy, output = heavy_imports_of(self.app, "--help", more=modes)
+        assert heavy == [], f"dlapps {self.app} help imported {heavy}"
+        assert output.count("Usage") == 5
 
     def test_failed_train_leaves_the_run_folder_untouched(self, run_dir, tmp_path):
         before = snapshot(run_dir)

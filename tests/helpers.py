@@ -112,17 +112,19 @@ def snapshot(folder: str | Path) -> dict[str, bytes]:
 HEAVY_MODULES = ("tensorflow", "keras", "keras_hub", "tensorflow_datasets", "gensim")
 
 
-def heavy_imports_of(*args: str) -> tuple[list[str], str]:
-    """Runs `dlapps ARGS` (help or a listing) in a fresh process; returns the heavy modules it
-    imported and what it printed. Fails when the command itself fails."""
+def heavy_imports_of(*args: str, more: tuple = ()) -> tuple[list[str], str]:
+    """Runs `dlapps ARGS` (help or a listing), then each command of `more`, in one fresh process;
+    returns the heavy modules they imported and what they printed. Fails when a command fails."""
+    commands = [list(args), *map(list, more)]
     script = textwrap.dedent(
         f"""
         import sys
         from dlapps.apps.cli import app
-        try:
-            app({list(args)!r}, prog_name="dlapps")
-        except SystemExit as exit:
-            assert exit.code in (0, None), exit.code
+        for command in {commands!r}:
+            try:
+                app(command, prog_name="dlapps")
+            except SystemExit as exit:
+                assert exit.code in (0, None), (command, exit.code)
         print("HEAVY:", [m for m in {HEAVY_MODULES!r} if m in sys.modules])
         """
     )
