@@ -93,10 +93,10 @@ def main():
     parser.add_argument("--out", default="", help="run folder (default: a temporary one)")
     args = parser.parse_args()
 
-    import keras
-
-    from dlapps.apps.ner import app
+    from dlapps.apps.ner.app import APP, entity_scores
     from dlapps.apps.ner.config import NerConfig
+    from dlapps.shared import training
+    from dlapps.shared.config import resolve
 
     train = ner_data.read_conll(args.train)
     tests = {"dev": ner_data.read_conll(args.dev)}
@@ -115,24 +115,16 @@ def main():
         (data_dir / "train.txt").symlink_to(Path(args.train).resolve())
         (data_dir / "valid.txt").symlink_to(Path(args.dev).resolve())
         out = args.out or str(Path(scratch) / "run")
-        config = NerConfig(data=str(data_dir), out=out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                           lstm_units=[int(u) for u in args.lstm_units.split(",")], head=args.head,
-                           embeddings=str(embeddings or ""), patience=6)
-
-        class TimeLimit(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.deadline = time.time() + 60 * args.minutes
-
-            def on_train_batch_end(self, batch, logs=None):
-                if time.time() > self.deadline:
-                    self.model.stop_training = True
-
+        config = resolve(NerConfig, None, {
+            "data": str(data_dir), "out": out, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+            "lstm_units": args.lstm_units, "head": args.head, "embeddings": str(embeddings or ""), "patience": 6,
+            "max_minutes": args.minutes,
+        })
         started = time.time()
-        metrics = app.train(config, callbacks=(TimeLimit(),))
+        metrics = training.train(APP, config)
         train_seconds = time.time() - started
-        model = app.training.load_model(out, "ner")
-        ours = {name: app.entity_scores(model, sentences) for name, sentences in tests.items()}
+        model = training.load_model(out, "ner")
+        ours = {name: entity_scores(model, sentences) for name, sentences in tests.items()}
 
     print()
     print(f"{'model':<48} " + " ".join(f"{name + ' F1':>9}" for name in tests) + f" {'seconds':>8}")

@@ -145,8 +145,9 @@ class App:
         """One JSON-able dict per input (or per generated item for ``inputs = "none"``)."""
         raise NotImplementedError
 
-    def format_prediction(self, row: dict) -> str:
-        """One line of predict's table output for a person."""
+    def format_prediction(self, row: dict, options=None) -> str:
+        """One line of predict's table output for a person (`options`: predict's, when the
+        override takes them: ner's --format)."""
         return "\t".join(str(v) for v in row.values())
 
     # --- evaluate ------------------------------------------------------------------------------

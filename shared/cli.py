@@ -283,8 +283,12 @@ def add_predict_command(group: typer.Typer, contract) -> None:
         if contract.streams and not as_json:
             contract.predict(model, inputs, options, write=lambda text: typer.echo(text, nl=False))
             return
+        takes_options = len(inspect.signature(contract.format_prediction).parameters) > 1
         for row in contract.predict(model, inputs, options):
-            typer.echo(json.dumps(row, ensure_ascii=False, default=_json_default()) if as_json else contract.format_prediction(row))
+            if as_json:
+                typer.echo(json.dumps(row, ensure_ascii=False, default=_json_default()))
+            else:
+                typer.echo(contract.format_prediction(row, options) if takes_options else contract.format_prediction(row))
 
     group.command("predict")(_command(predict, parameters, contract.predict_help))
 

@@ -138,6 +138,7 @@ def example_inputs(model, batch: int = 2, length: int = 16):
 
 
 def _as_list(values):
+    """Arrays in a fixed order: a dict's by sorted key, as the exported core takes them."""
     import numpy as np
 
     if isinstance(values, dict):
@@ -164,6 +165,16 @@ def export_core(app, model, out: Path, fmt: str) -> dict:
     LiteRT, run in its own runtime on example inputs and compared with Keras before it is kept.
     Raw-input handling (tokenising, decoding images, NMS, beam search) lives in the SavedModel;
     these formats do not carry string tensors, so it stays there."""
+    try:
+        return _export_core(app, model, out, fmt)
+    except UserError:
+        raise
+    except Exception as error:  # a converter's trace error: the format cannot take this model
+        text = str(error).strip()
+        raise UserError(f"{app.name}: its model cannot be written as {fmt} ({text.splitlines()[0][:200] if text else type(error).__name__})")
+
+
+def _export_core(app, model, out: Path, fmt: str) -> dict:
     import tempfile
 
     import numpy as np
@@ -190,17 +201,21 @@ def export_core(app, model, out: Path, fmt: str) -> dict:
                 raise UserError(f"{app.name}: its model cannot be written as ONNX ({str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__})")
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             names = [i.name for i in session.get_inputs()]
-            got = session.run(None, dict(zip(names, feeds)))
+            if isinstance(example, dict) and set(names) == set(example):
+                feed = {name: np.asarray(example[name]) for name in names}
+            else:
+                feed = dict(zip(names, feeds))
+            got = session.run(None, feed)
             checked = _check(app, fmt, expected, got if len(got) > 1 else got[0], f"onnxruntime {onnxruntime.__version__}")
         else:
-            checked = _litert(app, model, feeds, expected, path)
+            checked = _litert(app, model, example, feeds, expected, path)
         os.replace(path, target)
     inputs = ", ".join(f"{getattr(i, 'name', 'input')}: {i.dtype}{list(i.shape)}" for i in (model.inputs or [])) or "see core_example"
     return {"format": fmt, "path": str(target), "inputs": inputs, "checked": checked,
             "note": "the tensor core only: raw-input handling (tokenising, image decoding, decoding of outputs) is in the SavedModel"}
 
 
-def _litert(app, model, feeds, expected, path: Path) -> dict:
+def _litert(app, model, example, feeds, expected, path: Path) -> dict:
     import numpy as np
     import tensorflow as tf
 
@@ -211,7 +226,14 @@ def _litert(app, model, feeds, expected, path: Path) -> dict:
         raise UserError("--format litert needs the LiteRT runtime: pip install 'dlapps[export]'")
     # Every dimension but the batch fixed to the example's: LiteRT plans its tensors ahead.
     specs = [tf.TensorSpec([None, *f.shape[1:]], tf.as_dtype(f.dtype)) for f in feeds]
-    function = tf.function(lambda *x: model(x[0] if len(x) == 1 else list(x), training=False), input_signature=specs)
+    names = sorted(example) if isinstance(example, dict) else None
+
+    def call(*x):
+        if names is not None:
+            return model(dict(zip(names, x)), training=False)
+        return model(x[0] if len(x) == 1 else list(x), training=False)
+
+    function = tf.function(call, input_signature=specs)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # the plain runtime has no TensorFlow ops
     try:

@@ -489,11 +489,11 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
         extra = app.callbacks(model, splits, config, run=run) if takes_run else app.callbacks(model, splits, config)
         callbacks = [
             guard,
+            *extra,  # first: a metric they add to the logs (val_bleu, val_f1) reaches the checkpoint and history
             checkpoint,
             keras.callbacks.CSVLogger(str(run.history_path), append=run.history_path.exists()),
             *budget,
             *([keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience)] if config.patience > 0 else []),
-            *extra,
         ]
         if run.chief:
             callbacks.append(keras.callbacks.TensorBoard(str(run.staging / "logs"), write_graph=False, profile_batch=0))
@@ -597,11 +597,12 @@ def loop_fit(model, train_ds, val_ds, strategy, epochs: int, callbacks: list, ba
     def reduce(outputs):
         return {k: strategy.reduce("MEAN", v, axis=None) for k, v in outputs.items()}
 
-    @tf.function
+    # reduce_retracing: batches of varying length (bucketed text) share one trace
+    @tf.function(reduce_retracing=True)
     def train_step(batch):
         return reduce(strategy.run(model.train_step, args=(batch,)))
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def test_step(batch):
         return reduce(strategy.run(model.test_step, args=(batch,)))
 

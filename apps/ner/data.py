@@ -7,15 +7,16 @@ default) and every score is computed on IOB2 by seqeval, like conlleval.
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections import Counter
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ...shared import data as data_lib
-from ...shared.errors import UserError
+from dlapps.shared import data as data_lib
+from dlapps.shared.errors import UserError
 
 DOCSTART = "-DOCSTART-"
 TAG_PATTERN = re.compile(r"^(O|[BIES]-\S+)$")
@@ -104,11 +105,28 @@ def spans(tags: list[str], scheme: str = "iob2") -> list[tuple[str, int, int]]:
 # --- CoNLL files ---------------------------------------------------------------------------------
 
 
+def read_text(path: Path, encoding: str) -> str:
+    """shared.data.read_text, except that UTF-16 and UTF-32 files are decoded before its check for
+    binary files, which takes their NUL bytes for binary data."""
+    try:
+        wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    except LookupError:
+        wide = False  # read_text reports the unknown encoding
+    if not wide or not path.is_file():
+        return data_lib.read_text(path, encoding)
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: byte {error.start} is not valid {encoding}")
+
+
+
 def read_conll(path: str | Path, encoding: str = "utf-8", scheme: str = "auto") -> Sentences:
     """One token per line with its tag in the last column, a blank line between sentences,
     ``-DOCSTART-`` lines skipped. Every token line must have as many columns as the first."""
     path = Path(path)
-    text = data_lib.read_text(path, encoding)
+    text = read_text(path, encoding)
     if not text.strip():
         raise UserError(f"{path}: empty file")
     sentences = Sentences([], [], [], str(path))
@@ -183,12 +201,22 @@ def read_tfds(spec: data_lib.DataSpec, split: str, config) -> Sentences:
     if "tokens" not in features or "ner" not in features:
         raise UserError(f"{spec}: no 'tokens' and 'ner' features (has: {', '.join(features.keys())})")
     names = features["ner"].feature.names
-    tokens, tags = [], []
+    where = str(spec) if spec.tfds_split else f"{spec}:{split}"
+    tokens, tags, uneven = [], [], 0
     for example in dataset.as_numpy_iterator():
-        words = data_lib.decode_strings(example["tokens"])
+        # A token never holds a space (the tokeniser splits there, and training joins tokens with spaces).
+        words = [word.replace(" ", "_") for word in data_lib.decode_strings(example["tokens"])]
+        labels = [names[int(i)] for i in example["ner"]]
+        if len(words) != len(labels):
+            uneven += 1
+            words, labels = words[: len(labels)], labels[: len(words)]
         if words:
             tokens.append(words)
-            tags.append([names[int(i)] for i in example["ner"]])
+            tags.append(labels)
+    if uneven:
+        print(f"{where}: {uneven} examples had more tokens than tags or the reverse; cut to the shorter", file=sys.stderr)
+    if not tokens:
+        raise UserError(f"{where}: no sentences")
     scheme = detect_scheme(tags) if config.input_scheme == "auto" else config.input_scheme
     return Sentences(tokens, [to_iob2(t, scheme) for t in tags], [], str(spec))
 
@@ -306,7 +334,3 @@ def evaluation_sentences(data: str, config, seed_offset: int = 1) -> Sentences:
         return read_conll(spec.path, config.encoding, config.input_scheme)
     train, val = read_local(spec.path, config)
     return train if val is None else Sentences(train.tokens + val.tokens, train.tags + val.tags, [], str(spec.path))
-
-
-def word_counts(sentences: Sentences, normalise) -> Counter:
-    return Counter(normalise(token) for tokens in sentences.tokens for token in tokens)

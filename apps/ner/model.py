@@ -8,14 +8,19 @@ letters, digits and combining marks (joined across single inner ``-``, ``.`` or 
 is a token of its own. ``Angela Merkel visited Paris.`` -> ``Angela Merkel visited Paris .``
 
 Training runs the featuriser in tf.data (only integer tensors enter the training step); the CRF
-loss is the forward algorithm minus the gold path score, and ``predict_step`` decodes with Viterbi,
-all written with ``keras.ops`` (``ops.scan`` over the time axis).
+loss is the forward algorithm minus the gold path score, and ``predict_step`` decodes with Viterbi
+(crf.py: all ``keras.ops``, ``ops.scan`` over the time axis).
 """
 
 from __future__ import annotations
 
 import keras
 from keras import layers, ops
+
+from dlapps.shared.models import TaskModel
+from dlapps.shared.text import rank_vocabulary
+
+from .crf import ChainCRF, crf_marginals, crf_negative_log_likelihood, viterbi_decode
 
 WORD_RUN = r"[\pL\pN\pM]+(?:[-.,][\pL\pN\pM]+)*"
 TOKEN_PATTERN = WORD_RUN + r"|[^\pL\pN\pM\s\pZ]"
@@ -141,140 +146,11 @@ class CharacterEncoder(layers.Layer):
                 "units": self.units, "encoder": self.encoder}
 
 
-@keras.saving.register_keras_serializable(package="dlapps.ner")
-class ChainCRF(layers.Layer):
-    """The weights of a linear-chain CRF: tag-to-tag transitions and start/end scores. It passes
-    the per-token emission scores through unchanged; the loss and decoding use its weights."""
-
-    def __init__(self, num_tags, **kwargs):
-        super().__init__(**kwargs)
-        self.num_tags = int(num_tags)
-        self.supports_masking = True
-
-    def build(self, input_shape):
-        small = keras.initializers.RandomUniform(-0.1, 0.1)
-        self.transitions = self.add_weight(shape=(self.num_tags, self.num_tags), initializer=small, name="transitions")
-        self.start = self.add_weight(shape=(self.num_tags,), initializer=small, name="start")
-        self.end = self.add_weight(shape=(self.num_tags,), initializer=small, name="end")
-
-    def call(self, emissions):
-        return emissions
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "num_tags": self.num_tags}
-
-
-# --- CRF algorithms on (batch, time, tags) emissions and a (batch, time) mask padded at the end ---
-
-
-def _time_major(emissions, mask):
-    """One (time, batch, tags + 2) tensor of emissions, mask and a first-step flag: keras' TF scan
-    accepts a single scanned tensor with a dynamic time axis (several trip its shape check)."""
-    steps = ops.shape(emissions)[1]
-    first = ops.cast(ops.arange(steps) == 0, emissions.dtype)
-    maskf = ops.cast(mask, emissions.dtype)
-    first = ops.broadcast_to(first[None, :], ops.shape(maskf))
-    packed = ops.concatenate([emissions, maskf[..., None], first[..., None]], axis=-1)
-    return ops.transpose(packed, (1, 0, 2))
-
-
-def _unpack(x_t):
-    return x_t[:, :-2], x_t[:, -2] > 0.5, x_t[:, -1:] > 0.5
-
-
-def crf_forward(emissions, mask, transitions, start, end):
-    """Log-partition per sentence and the forward scores (time, batch, tags) of every step."""
-    packed = _time_major(emissions, mask)
-
-    def step(alpha, x_t):
-        e_t, m_t, first_t = _unpack(x_t)
-        new = ops.logsumexp(ops.expand_dims(alpha, 2) + transitions, axis=1) + e_t
-        new = ops.where(first_t, start + e_t, new)
-        alpha = ops.where(ops.logical_or(m_t[:, None], first_t), new, alpha)  # padding keeps the last real step
-        return alpha, alpha
-
-    last, alphas = ops.scan(step, ops.zeros_like(packed[0, :, :-2]), packed)
-    return ops.logsumexp(last + end, axis=-1), alphas
-
-
-def crf_backward(emissions, mask, transitions, end):
-    """Backward scores (time, batch, tags): log-sum of every continuation after each step."""
-    packed = _time_major(emissions, mask)
-    following = ops.concatenate([packed[1:], ops.zeros_like(packed[:1])], axis=0)  # step t sees t + 1
-
-    def step(beta, x_t):
-        e_t, m_t, _ = _unpack(x_t)
-        # batch operand first: keras' TF add turns (K, K) + (1, 1, K) into a rank-dropping BiasAdd
-        new = ops.logsumexp(ops.expand_dims(e_t + beta, 1) + transitions, axis=2)
-        beta = ops.where(m_t[:, None], new, ops.broadcast_to(end, ops.shape(new)))
-        return beta, beta
-
-    init = ops.broadcast_to(end, ops.shape(following[0, :, :-2]))
-    _, betas = ops.scan(step, init, following, reverse=True)
-    return betas
-
-
-def crf_path_score(emissions, tags, mask, transitions, start, end):
-    """Score of the given tag path per sentence (emissions, transitions, start and end)."""
-    maskf = ops.cast(mask, emissions.dtype)
-    tags = ops.cast(tags, "int32")
-    emitted = ops.sum(ops.squeeze(ops.take_along_axis(emissions, tags[..., None], axis=2), -1) * maskf, axis=1)
-    pairs = tags[:, :-1] * transitions.shape[0] + tags[:, 1:]
-    moved = ops.sum(ops.take(ops.reshape(transitions, (-1,)), pairs) * maskf[:, 1:], axis=1)
-    lengths = ops.maximum(ops.sum(ops.cast(mask, "int32"), axis=1), 1)
-    last = ops.squeeze(ops.take_along_axis(tags, (lengths - 1)[:, None], axis=1), 1)
-    return emitted + moved + ops.take(start, tags[:, 0]) + ops.take(end, last)
-
-
-def crf_negative_log_likelihood(emissions, tags, mask, transitions, start, end):
-    log_partition, _ = crf_forward(emissions, mask, transitions, start, end)
-    return log_partition - crf_path_score(emissions, tags, mask, transitions, start, end)
-
-
-def viterbi_decode(emissions, mask, transitions, start, end):
-    """The best tag path per sentence (batch, time); padding steps repeat the last real tag."""
-    packed = _time_major(emissions, mask)
-    zeros = ops.zeros_like(packed[0, :, :-2])
-    identity = ops.broadcast_to(ops.arange(transitions.shape[0], dtype="int32")[None], ops.shape(zeros))
-
-    def forward(carry, x_t):
-        score, _ = carry
-        e_t, m_t, first_t = _unpack(x_t)
-        m_t = m_t[:, None]
-        candidates = ops.expand_dims(score, 2) + transitions
-        pointer = ops.cast(ops.argmax(candidates, axis=1), "int32")
-        new = ops.where(first_t, start + e_t, ops.max(candidates, axis=1) + e_t)
-        score = ops.where(ops.logical_or(m_t, first_t), new, score)
-        pointer = ops.where(ops.logical_and(m_t, ops.logical_not(first_t)), pointer, identity)
-        return (score, pointer), (score, pointer)
-
-    (last, _), (_, pointers) = ops.scan(forward, (zeros, identity), packed)
-    best_last = ops.cast(ops.argmax(last + end, axis=-1), "int32")
-
-    def backward(tag, pointer_t):
-        previous = ops.squeeze(ops.take_along_axis(pointer_t, tag[:, None], axis=1), 1)
-        return previous, tag
-
-    _, path = ops.scan(backward, best_last, pointers, reverse=True)
-    return ops.transpose(path, (1, 0))
-
-
-def crf_marginals(emissions, mask, transitions, start, end):
-    """P(tag at step t | sentence) by forward-backward, (batch, time, tags)."""
-    log_partition, alphas = crf_forward(emissions, mask, transitions, start, end)
-    betas = crf_backward(emissions, mask, transitions, end)
-    marginals = ops.exp(alphas + betas - log_partition[None, :, None])
-    return ops.transpose(marginals, (1, 0, 2))
-
-
 # === Functional Model ===
 
 
 @keras.saving.register_keras_serializable(package="dlapps.ner")
-class EntityTagger(keras.Model):
+class EntityTagger(TaskModel):
     """BiLSTM-CRF sequence tagger (Lample et al. 2016) over word ids, character ids and casing.
 
     Args:
@@ -293,9 +169,9 @@ class EntityTagger(keras.Model):
 
     def __init__(
         self,
-        vocabulary,
-        characters,
-        tags,
+        vocabulary=(),
+        characters=(),
+        tags=(),
         tag_scheme="bioes",
         embedding_dim=100,
         char_encoder="cnn",
@@ -330,8 +206,12 @@ class EntityTagger(keras.Model):
             [word_embedding(inputs["word_ids"]), char_features(inputs["char_ids"]), casing_embedding(inputs["casing_ids"])]
         )
         x = layers.Dropout(dropout, name="feature_dropout")(x)
+        # The padding mask is passed by hand: Concatenate's mask is the union of its inputs' masks,
+        # all true as soon as one input (the characters, the casing) has none, and the backward
+        # LSTM would then read the padding before each sentence (its tags would depend on the batch).
+        real_words = ops.not_equal(inputs["word_ids"], 0)
         for i, layer in enumerate(recurrent):
-            x = layers.Dropout(dropout, name=f"bilstm_{i}_dropout")(layer(x))
+            x = layers.Dropout(dropout, name=f"bilstm_{i}_dropout")(layer(x, mask=real_words))
         # float32 scores keep the CRF's log-sum-exp stable under mixed precision.
         emissions = layers.Dense(len(tags), dtype="float32", name="emissions")(x)
         if head == "crf":
@@ -353,29 +233,6 @@ class EntityTagger(keras.Model):
         self.dropout = dropout
         self.head = head
         self.max_word_length = max_word_length
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary": self.vocabulary,
-            "characters": self.characters,
-            "tags": self.tags,
-            "tag_scheme": self.tag_scheme,
-            "embedding_dim": self.embedding_dim,
-            "char_encoder": self.char_encoder,
-            "char_dim": self.char_dim,
-            "char_units": self.char_units,
-            "casing_dim": self.casing_dim,
-            "lstm_units": self.lstm_units,
-            "dropout": self.dropout,
-            "head": self.head,
-            "max_word_length": self.max_word_length,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     # --- training and decoding -------------------------------------------------------------------
 
@@ -430,25 +287,28 @@ class EntityTagger(keras.Model):
         return outputs["tags"][:, :steps], outputs["scores"][:, :steps], lengths
 
 
+def normalised_words(words) -> list[str]:
+    """`normalise_words` on a Python list: what the word embedding looks each word up as."""
+    import tensorflow as tf
+
+    if not words:
+        return []
+    return [w.decode("utf-8") for w in normalise_words(tf.constant(list(words))).numpy()]
+
+
 def build_vocabularies(token_lists, max_words: int, extra_words=()) -> tuple[list[str], list[str]]:
     """Normalised words (by frequency, then `extra_words` such as pretrained vectors' words, up to
     `max_words`) and characters of the training tokens, both through the preprocessor's own ops."""
     import collections
 
-    import tensorflow as tf
-
     flat = [token for tokens in token_lists for token in tokens]
-    words = [w.decode("utf-8") for w in normalise_words(tf.constant(flat)).numpy()] if flat else []
-    counts = collections.Counter(words)
-    vocabulary = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))][:max_words]
-    if extra_words:
-        known = set(vocabulary)
-        normalised = [w.decode("utf-8") for w in normalise_words(tf.constant(list(extra_words))).numpy()]
-        for word in normalised:
-            if len(vocabulary) >= max_words:
-                break
-            if word and word not in known and " " not in word:
-                known.add(word)
-                vocabulary.append(word)
-    characters = collections.Counter(ch for token in flat for ch in token[:200])
-    return vocabulary, [c for c, _ in sorted(characters.items(), key=lambda item: (-item[1], item[0]))]
+    vocabulary = rank_vocabulary(collections.Counter(normalised_words(flat)), max_words)
+    known = set(vocabulary)
+    for word in normalised_words(extra_words):
+        if len(vocabulary) >= max_words:
+            break
+        if word and word not in known and " " not in word:
+            known.add(word)
+            vocabulary.append(word)
+    characters = rank_vocabulary(collections.Counter(ch for token in flat for ch in token[:200]))
+    return vocabulary, characters
