@@ -25,7 +25,7 @@ def discover_apps() -> dict[str, Any]:
     found = {}
     for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         folder = Path(__file__).parent / module.name
-        if module.ispkg and (folder / "app.py").exists() and "(App):" in (folder / "app.py").read_text():  # TRANSITION
+        if module.ispkg and (folder / "app.py").exists():
             found[module.name] = importlib.import_module(f"{__package__}.{module.name}.app").APP
     return dict(sorted(found.items()))
 
