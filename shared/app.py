@@ -75,8 +75,9 @@ class App:
     # a custom train_step with two optimizers works). False: Keras fit, except under
     # multi-worker training, where fit does not work (keras-team/keras#20585) and the loop runs.
     custom_loop: ClassVar[bool] = False
-    # Why this app cannot train with several workers, when it cannot ("" when it can).
-    multiworker_unsupported: ClassVar[str] = ""
+    # Why this app trains on one device only, when it does ("" when it can use several replicas:
+    # mirrored GPUs, several workers); a strategy with more replicas is then one line, not a crash.
+    single_device_only: ClassVar[str] = ""
 
     # --- train ---------------------------------------------------------------------------------
     def check_config(self, config) -> None:

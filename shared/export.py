@@ -9,6 +9,7 @@ themselves (input specs and traced outputs), so no description is typed by hand.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -155,6 +156,8 @@ def _check(app, fmt: str, expected, got, runtime: str) -> dict:
     if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got)):
         raise UserError(f"{app.name}: the {fmt} model's outputs {[g.shape for g in got]} differ in shape from Keras's {[e.shape for e in expected]}")
     difference = max(float(np.max(np.abs(e.astype("float64") - g.astype("float64")))) if e.size else 0.0 for e, g in zip(expected, got))
+    if any(np.isnan(g.astype("float64")).any() and not np.isnan(e.astype("float64")).any() for e, g in zip(expected, got)):
+        raise UserError(f"{app.name}: the {fmt} model answers NaN where Keras answers numbers (an op it converts wrongly); not written")
     if not difference <= TOLERANCE:
         raise UserError(f"{app.name}: the {fmt} model differs from Keras's by {difference:.3g} (over {TOLERANCE}); not written")
     return {"runtime": runtime, "max_abs_difference": difference}
@@ -216,41 +219,37 @@ def _export_core(app, model, out: Path, fmt: str) -> dict:
 
 
 def _litert(app, model, example, feeds, expected, path: Path) -> dict:
-    import numpy as np
-    import tensorflow as tf
-
     try:
         from ai_edge_litert.interpreter import Interpreter
         from importlib.metadata import version
     except ImportError:
         raise UserError("--format litert needs the LiteRT runtime: pip install 'dlapps[export]'")
-    # Every dimension but the batch fixed to the example's: LiteRT plans its tensors ahead.
-    specs = [tf.TensorSpec([None, *f.shape[1:]], tf.as_dtype(f.dtype)) for f in feeds]
-    names = sorted(example) if isinstance(example, dict) else None
-
-    def call(*x):
-        if names is not None:
-            return model(dict(zip(names, x)), training=False)
-        return model(x[0] if len(x) == 1 else list(x), training=False)
-
-    function = tf.function(call, input_signature=specs)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # the plain runtime has no TensorFlow ops
     try:
-        with runtime.quiet_stderr():
-            path.write_bytes(converter.convert())
+        with runtime.quiet_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.export(str(path), format="litert", verbose=False)  # Keras's own converter settings
     except Exception as error:
         text = str(error)
-        reason = ("its recurrent layers need TensorFlow's own ops (Flex), which the LiteRT runtime does not ship"
-                  if "tensor list" in text.lower() or "Flex" in text or "Select TF ops" in text else text.strip().splitlines()[-1][:200])
+        custom = re.search(r"Custom ops: ([\w, ]+)", text)
+        if "tensor list" in text.lower() or "Flex" in text or "Select TF ops" in text:
+            reason = "its recurrent layers need TensorFlow's own ops (Flex), which the LiteRT runtime does not ship"
+        elif custom:
+            reason = f"LiteRT has no builtin op for {custom.group(1).strip()}"
+        else:
+            reason = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
         raise UserError(f"{app.name}: its model cannot be converted to LiteRT builtin ops ({reason}); use --format onnx or saved_model")
-    interpreter = Interpreter(model_path=str(path))
-    details = interpreter.get_input_details()
-    for detail, feed in zip(details, feeds):
-        interpreter.resize_tensor_input(detail["index"], list(feed.shape))
-    interpreter.allocate_tensors()
-    for detail, feed in zip(details, feeds):
-        interpreter.set_tensor(detail["index"], feed)
-    interpreter.invoke()
-    got = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
-    return _check(app, "litert", expected, got if len(got) > 1 else got[0], f"ai-edge-litert {version('ai-edge-litert')}")
+    # the signature runner maps outputs by name (the plain output list comes in no set order)
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    input_names = list(runner.get_input_details())
+    try:
+        with runtime.quiet_stderr():
+            answer = runner(**dict(zip(input_names, feeds)))
+    except RuntimeError as error:
+        if "Flex" not in str(error):
+            raise
+        raise UserError(f"{app.name}: its model cannot be converted to LiteRT builtin ops (it needs TensorFlow's own ops "
+                        "(Flex), which the LiteRT runtime does not ship); use --format onnx or saved_model")
+    got = {name: answer[name] for name in sorted(answer)} if isinstance(expected, dict) else list(answer.values())
+    if not isinstance(got, dict):
+        got = got if len(got) > 1 else got[0]
+    return _check(app, "litert", expected, got, f"ai-edge-litert {version('ai-edge-litert')}")

@@ -395,8 +395,8 @@ def train(app, config) -> dict:
     keras.utils.set_random_seed(config.seed)
     strategy = get_strategy(config.strategy, config.mixed_precision)
     multiworker = is_multiworker(strategy)
-    if multiworker and app.multiworker_unsupported:
-        raise UserError(f"--strategy multiworker: {app.name} cannot train on several workers: {app.multiworker_unsupported}")
+    if strategy.num_replicas_in_sync > 1 and app.single_device_only:
+        raise UserError(f"--strategy {config.strategy}: {app.name} trains on one device only: {app.single_device_only}")
     run = Run.start(app.name, config, chief=is_chief(strategy))
     try:
         try:
@@ -410,6 +410,8 @@ def train(app, config) -> dict:
             app.compile_model(model, config)
         print(f"{app.describe_training(model, splits, config)}; {describe(strategy)}", flush=True)
         train_ds, val_ds = app.datasets(model, splits, config)
+        if strategy.num_replicas_in_sync > 1:
+            train_ds, val_ds = (even_batches(ds, strategy.num_replicas_in_sync) for ds in (train_ds, val_ds))
         loop = app.custom_loop or multiworker
         outcome = _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop)
         run.train_seconds = outcome["train_seconds"]
@@ -439,6 +441,24 @@ def train(app, config) -> dict:
     finally:
         run.release()
         keras.mixed_precision.set_global_policy("float32")  # what follows in this process builds in float32
+
+
+def even_batches(dataset, replicas: int):
+    """Trims a batch to a multiple of the replicas (the last batch of an epoch, by at most
+    replicas - 1 examples): Keras sums per-replica tensors of uneven halves into a shape error."""
+    if dataset is None:
+        return None
+    import tensorflow as tf
+
+    def trim(*batch):
+        size = tf.shape(tf.nest.flatten(batch)[0])[0]
+        even = tf.nest.map_structure(lambda t: t[: size - size % replicas], batch)
+        return even[0] if len(even) == 1 else even
+
+    def not_empty(*batch):
+        return tf.shape(tf.nest.flatten(batch)[0])[0] > 0
+
+    return dataset.map(trim).filter(not_empty)
 
 
 def _final_model(app, model, run: Run):
@@ -625,9 +645,13 @@ def loop_fit(model, train_ds, val_ds, strategy, epochs: int, callbacks: list, ba
                 break
         if distributed_val is not None and not model.stop_training:
             model.reset_metrics()
+            callback_list.on_test_begin()
             val_logs: dict = {}
-            for batch in distributed_val:
+            for step, batch in enumerate(distributed_val):
+                callback_list.on_test_batch_begin(step)
                 val_logs = {k: float(v) for k, v in test_step(batch).items()}
+                callback_list.on_test_batch_end(step, val_logs)
+            callback_list.on_test_end(val_logs)  # as fit does: a callback may add to the logs here
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         callback_list.on_epoch_end(epoch, logs)
         _save_backup(model, backup_dir, epoch + 1)  # after the history row and checkpoint it vouches for

@@ -275,7 +275,8 @@ def test_the_try_it_page_answers_in_a_real_browser(server, tmp_path):
 
 def test_onnx_export_answers_as_keras_and_litert_says_why_it_cannot(tmp_path, tmp_path_factory):
     """--format onnx writes the tensor core and checks it in onnxruntime; sentiment's LSTMs have
-    no LiteRT builtin form, which is one line, not a traceback."""
+    no LiteRT builtin form, which is one line, not a traceback. (anomaly's tests export a LiteRT
+    model that the LiteRT interpreter runs.)"""
     import onnxruntime
 
     from .helpers import assert_user_error

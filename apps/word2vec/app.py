@@ -65,6 +65,8 @@ class Word2VecApp(App):
     evaluate_help = "Analogy accuracy and similarity Spearman correlations, with out-of-vocabulary counts."
     # The learning rate falls every epoch, as in gensim: the model kept is the last epoch's.
     monitor, mode, keep = "loss", "min", "last"
+    single_device_only = ("its step updates the rows a batch touches in place (gensim's sparse SGD) with a "
+                          "per-batch learning rate, which tf.distribute cannot split across replicas; use --strategy default")
 
     # --- train ---
     def load_splits(self, config) -> Splits:
