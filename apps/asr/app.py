@@ -190,9 +190,11 @@ class AsrApp(App):
         # One traced graph per model and beam width (evaluate and after_training call this often).
         functions = self._traced.setdefault(model, {})
         if beam not in functions:
+            this = weakref.ref(model)  # a cached function must not keep its model alive
+
             @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
             def recognise_batch(waveform):
-                return model.recognise(waveform, beam)
+                return this().recognise(waveform, beam)
 
             functions[beam] = recognise_batch
         function = functions[beam]

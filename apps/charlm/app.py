@@ -231,7 +231,8 @@ def score_text(model, text: str, batch_size: int = 256) -> dict:
     check_scorable(text)
     inputs, targets, weights = model.windows(model.preprocessor(tf.constant(text)))
     if model not in _compiled_scorers:
-        _compiled_scorers[model] = tf.function(model.window_log_likelihood, reduce_retracing=True)
+        this = weakref.ref(model)  # a cached function must not keep its model alive
+        _compiled_scorers[model] = tf.function(lambda *windows: this().window_log_likelihood(*windows), reduce_retracing=True)
     log_likelihood = _compiled_scorers[model]
     total = sum(
         float(log_likelihood(inputs[i : i + batch_size], targets[i : i + batch_size], weights[i : i + batch_size]))
@@ -262,15 +263,16 @@ def _sampling_steps(model):
     import tensorflow as tf
 
     if model not in _compiled_samplers:
+        this = weakref.ref(model)  # a cached function must not keep its model alive
 
         @tf.function(reduce_retracing=True)
         def feed(ids, state):
-            return model.generation_step(ids, state)[1]
+            return this().generation_step(ids, state)[1]
 
         @tf.function(reduce_retracing=True)
         def sample(ids, state, temperature, top_k, step_seed):
-            logits, state = model.generation_step(ids, state)
-            return model.sample_next(logits, temperature, top_k, step_seed), state
+            logits, state = this().generation_step(ids, state)
+            return this().sample_next(logits, temperature, top_k, step_seed), state
 
         _compiled_samplers[model] = (feed, sample)
     return _compiled_samplers[model]

@@ -89,7 +89,9 @@ def tag_sentences(model, token_lists, batch_size: int = 128, with_scores: bool =
         # Every batch differs in sentence and word length: one trace for all of them.
         signature = {"word_ids": tf.TensorSpec([None, None], tf.int64), "char_ids": tf.TensorSpec([None, None, None], tf.int64),
                      "casing_ids": tf.TensorSpec([None, None], tf.int64)}
-        _TAG_FUNCTIONS[model] = tf.function(model.predict_tags, input_signature=[signature])
+        # through a weak reference: a cached function must not keep its model alive
+        this = weakref.ref(model)
+        _TAG_FUNCTIONS[model] = tf.function(lambda features: this().predict_tags(features), input_signature=[signature])
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     tags, scores = [None] * len(order), [None] * len(order)
     batches = sentence_batches([token_lists[i] for i in order], model.preprocessor, batch_size)
