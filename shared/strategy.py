@@ -81,8 +81,10 @@ def describe(strategy) -> str:
     """'MultiWorkerMirroredStrategy with 2 replica(s)': the public name, not TF's internal class."""
     import tensorflow as tf
 
-    public = (tf.distribute.MultiWorkerMirroredStrategy, tf.distribute.MirroredStrategy, tf.distribute.TPUStrategy)
-    name = next((cls.__name__ for cls in public if isinstance(strategy, cls)), "default strategy")
+    # by the names users type: MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy
+    public = ((tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+              (tf.distribute.MirroredStrategy, "MirroredStrategy"), (tf.distribute.TPUStrategy, "TPUStrategy"))
+    name = next((name for cls, name in public if isinstance(strategy, cls)), "default strategy")
     return f"{name} with {strategy.num_replicas_in_sync} replica(s)"
 
 
