@@ -258,3 +258,19 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
         else:
             raise UserError(f"{path}: no such file or folder")
     return named, found
+
+
+def image_inputs(items: Iterable[str | Path]) -> list[Path]:
+    """predict's image arguments: files named directly (a bad one is an error naming it) and the
+    usable images of named folders (bad ones skipped with a warning and a count)."""
+    named, found = expand_inputs(items)
+    for path in named:
+        problem = problem_with(path)
+        if problem:
+            raise UserError(f"{path}: {problem}")
+    if found:
+        good, _ = check_images(found, what="the given folders")
+        found = [found[i] for i in good]
+    if not named + found:
+        raise UserError("no input: give image files or folders of images")
+    return named + found

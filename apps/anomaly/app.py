@@ -31,7 +31,7 @@ class AnomalyEvaluateOptions(EvaluateOptions):
 
 class AnomalyApp(App):
     name = "anomaly"
-    summary = "autoencoder anomaly detection for tables, time series and images, with a calibrated threshold"
+    summary = "Anomaly detection with autoencoders for tables, time series and images, with a calibrated threshold."
     config = AnomalyConfig
     predict_options = AnomalyPredictOptions
     evaluate_options = AnomalyEvaluateOptions

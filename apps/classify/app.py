@@ -125,18 +125,7 @@ class ClassifyApp(App):
     def read_inputs(self, items: list[str], options) -> list:
         """Image files named directly (a bad one is an error) and the usable images of named
         folders (bad ones are skipped with a warning and a count)."""
-        named, found = images.expand_inputs(items)
-        for path in named:
-            problem = images.problem_with(path)
-            if problem:
-                raise UserError(f"{path}: {problem}")
-        if found:
-            good, _ = images.check_images(found, what="the given folders")
-            found = [found[i] for i in good]
-        paths = named + found
-        if not paths:
-            raise UserError("no input: give image files or folders of images")
-        return paths
+        return images.image_inputs(items)
 
     def predict(self, model, inputs, options) -> list[dict]:
         """Top-k labels with probabilities for each image; with --gradcam, a Grad-CAM overlay per

@@ -22,7 +22,7 @@ PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 class DetectApp(App):
     name = "detect"
-    summary = "Object detection: YOLO-style one-stage or Faster R-CNN two-stage, boxes drawn, COCO mAP, NMS inside the SavedModel"
+    summary = "Object detection: YOLO-style one-stage or Faster R-CNN two-stage, boxes drawn, COCO mAP, NMS inside the SavedModel."
     config = DetectConfig
     predict_options = DetectPredictOptions
     evaluate_options = DetectEvaluateOptions
@@ -134,18 +134,7 @@ class DetectApp(App):
         folders (bad ones are skipped with a warning and a count)."""
         from dlapps.shared import images
 
-        named, found = images.expand_inputs(items)
-        for path in named:
-            problem = images.problem_with(path)
-            if problem:
-                raise UserError(f"{path}: {problem}")
-        if found:
-            good, _ = images.check_images(found, what="the given folders")
-            found = [found[i] for i in good]
-        paths = named + found
-        if not paths:
-            raise UserError("no input: give image files or folders of images")
-        return paths
+        return images.image_inputs(items)
 
     def predict(self, model, inputs: list, options) -> list[dict]:
         """Detections per image in its own pixels; with --save-dir, the image with its boxes drawn."""

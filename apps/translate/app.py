@@ -93,7 +93,7 @@ def _validation_bleu_callback(pairs, beam: int, batch_size: int):
 
 class TranslateApp(App):
     name = "translate"
-    summary = "sequence-to-sequence translation: attention GRU or Transformer, beam search, sacreBLEU"
+    summary = "Sequence-to-sequence translation: attention GRU or Transformer, beam search, sacreBLEU."
     config = TranslateConfig
     predict_options = TranslatePredictOptions
     evaluate_options = TranslateEvaluateOptions
