@@ -3,3 +3,22 @@ import os
 # Before TensorFlow loads anywhere in the test session: quiet C++ logs, deterministic hashing.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+import inspect
+
+import pytest
+
+# Fixtures that train a model (once per test run, shared): a test that needs one is `slow` by the
+# marker's own definition, so `-m "not slow"` is the quick inner loop of everything else.
+TRAINED_FIXTURES = {"run_dir", "tiny_run", "trained", "trained_run", "table_run", "yolo_run", "models", "server", "demo_vae"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow"):
+            continue
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        trains_inline = '"train"' in source and "assert_user_error" not in source  # a CLI train that succeeds
+        if TRAINED_FIXTURES.intersection(getattr(item, "fixturenames", ())) or trains_inline:
+            item.add_marker(pytest.mark.slow)

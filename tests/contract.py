@@ -44,6 +44,30 @@ def predict_json(app: str, run_dir: Path, inputs, *options) -> list[dict]:
     return [json.loads(line) for line in result.output.splitlines() if line.strip()]
 
 
+def rest_outputs(path: Path, app: str, arguments: dict, binary: tuple, signature: str) -> dict:
+    """The outputs `dlapps serve` gives for a columnar :predict request (binary inputs as b64)."""
+    import base64
+
+    from dlapps.shared import serve
+
+    inputs = {name: [{"b64": base64.b64encode(v).decode("ascii")} for v in value] if name in binary else value
+              for name, value in arguments.items()}
+    servable = serve.Servable(app, 1, path).load()
+    answer = serve.predict(servable, {"signature_name": signature, "inputs": inputs}, serve.Limits())["outputs"]
+    return answer if isinstance(answer, dict) else {next(iter(servable.signatures[signature].structured_outputs)): answer}
+
+
+def assert_same_outputs(expected: dict, got: dict) -> None:
+    assert set(expected) == set(got), (sorted(expected), sorted(got))
+    for name, value in expected.items():
+        a, b = np.asarray(value, dtype=object).ravel(), np.asarray(got[name], dtype=object).ravel()
+        assert a.shape == b.shape, name
+        if a.size and isinstance(a[0], str):
+            assert a.tolist() == b.tolist(), name
+        else:
+            np.testing.assert_allclose(a.astype("float64"), b.astype("float64"), atol=1e-5, err_msg=name)
+
+
 _TRAINED: dict = {}
 
 
@@ -279,6 +303,8 @@ class AppContract:
         arguments, binary, signature = self.serving_call(inputs)
         served = saved_model_outputs(out / "serving" / "1", arguments, signature=signature, binary=binary)
         self.check_served(served, rows)
+        # `dlapps serve` answers a REST request on this SavedModel as TF Serving would: the same outputs
+        assert_same_outputs(served, rest_outputs(out / "serving" / "1", self.app, arguments, binary, signature))
         again = run_cli(self.app, "export", "--model", run_dir, "--out", out, "--json")
         assert_ok(again)
         assert json.loads(again.output)["version"] == 2  # TF Serving picks up the new version
