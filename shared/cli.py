@@ -54,10 +54,6 @@ def make_app(help: str, **kwargs) -> typer.Typer:
 # --- errors --------------------------------------------------------------------------------------
 
 
-def fail(message: str) -> typing.NoReturn:
-    raise UserError(message)
-
-
 def handle_errors(function: Callable) -> Callable:
     """Turns UserError into one line on stderr and exit status 2 (a traceback only with --verbose),
     and Ctrl-C into a note on how to resume. TensorFlow is imported only where a command needs it

@@ -211,14 +211,14 @@ def _export_core(app, model, out: Path, fmt: str) -> dict:
             got = session.run(None, feed)
             checked = _check(app, fmt, expected, got if len(got) > 1 else got[0], f"onnxruntime {onnxruntime.__version__}")
         else:
-            checked = _litert(app, model, example, feeds, expected, path)
+            checked = _litert(app, model, feeds, expected, path)
         os.replace(path, target)
     inputs = ", ".join(f"{getattr(i, 'name', 'input')}: {i.dtype}{list(i.shape)}" for i in (model.inputs or [])) or "see core_example"
     return {"format": fmt, "path": str(target), "inputs": inputs, "checked": checked,
             "note": "the tensor core only: raw-input handling (tokenising, image decoding, decoding of outputs) is in the SavedModel"}
 
 
-def _litert(app, model, example, feeds, expected, path: Path) -> dict:
+def _litert(app, model, feeds, expected, path: Path) -> dict:
     try:
         from ai_edge_litert.interpreter import Interpreter
         from importlib.metadata import version

@@ -19,6 +19,7 @@ last completed epoch. Every file is written to a temporary name and renamed.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -34,9 +35,6 @@ from dlapps.shared import files, runtime
 from dlapps.shared.errors import UserError
 
 DEFAULT_ROOT = Path("saved_models")
-
-write_json = files.write_json  # the name apps and benchmarks used before shared/files.py
-
 
 def default_run_dir(app_name: str) -> Path:
     """Where an app's run folder lives when --out / --model is not given."""
@@ -129,10 +127,7 @@ class Run:
         except PermissionError as error:
             raise UserError(f"{run.dir}: cannot write the run folder here ({error.strerror})")
         try:
-            if run.dir.exists() and not run.dir.is_dir():
-                raise UserError(f"{run.dir}: exists and is not a folder; choose another --out")
-            if config.resume and not run.interrupted:
-                raise UserError(f"{run.dir}: no interrupted run to resume (train without --resume to start one)")
+            cls.check_location(run.dir, config.resume)  # again, now that the lock holds the folder still
             if not config.resume and run.staging.exists():
                 if run.interrupted:
                     raise UserError(
@@ -415,7 +410,7 @@ def train(app, config) -> dict:
         loop = app.custom_loop or multiworker
         outcome = _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop)
         run.train_seconds = outcome["train_seconds"]
-        final = _final_model(app, model, run)
+        final = _final_model(model, run)
         if multiworker:  # the same number on every worker shows that they trained one model
             import numpy as np
 
@@ -461,7 +456,7 @@ def even_batches(dataset, replicas: int):
     return dataset.map(trim).filter(not_empty)
 
 
-def _final_model(app, model, run: Run):
+def _final_model(model, run: Run):
     """The model the run keeps: the checkpoint written by `Checkpoint`, or the model in memory
     when no epoch produced one (e.g. a time budget shorter than one epoch)."""
     import keras
@@ -474,8 +469,6 @@ def _final_model(app, model, run: Run):
 
 def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop: bool) -> dict:
     import keras
-
-    import inspect
 
     Checkpoint, TimeLimit, NanGuard = _callback_classes()
     monitor, mode, keep = app.checkpoint_selection(config)

@@ -156,26 +156,30 @@ def make_encoder(image_shape, latent_dim, filters, num_classes=0, name="encoder"
     return keras.Model(inputs if num_classes else images, [mean, log_var], name=name)
 
 
+def latent_inputs(latent_dim, num_classes=0):
+    """The decoder's and generator's inputs (z, and labels when conditional) and z joined with the
+    labels' one-hot code: (what keras.Model takes as inputs, the tensor to build on)."""
+    latents = keras.Input(shape=(latent_dim,), name="latents")
+    if not num_classes:
+        return latents, latents
+    labels = keras.Input(shape=(), dtype="int32", name="labels")
+    return [latents, labels], layers.Concatenate(name="with_label")([latents, OneHot(num_classes, name="one_hot")(labels)])
+
+
 def make_decoder(image_shape, latent_dim, filters, num_classes=0, name="decoder"):
     """z (+ labels) -> per-pixel logits."""
     height, width, channels = image_shape
     stages = downsampling_stages(max(height, width))
     low_h, low_w = height // 2**stages, width // 2**stages
     top = filters * 2 ** min(stages - 1, 3)
-    latents = keras.Input(shape=(latent_dim,), name="latents")
-    inputs = [latents]
-    x = latents
-    if num_classes:
-        labels = keras.Input(shape=(), dtype="int32", name="labels")
-        inputs.append(labels)
-        x = layers.Concatenate(name="with_label")([x, OneHot(num_classes, name="one_hot")(labels)])
+    inputs, x = latent_inputs(latent_dim, num_classes)
     x = layers.Dense(filters * 8, activation="relu", name="hidden")(x)
     x = layers.Dense(low_h * low_w * top, activation="relu", name="project")(x)
     x = layers.Reshape((low_h, low_w, top), name="reshape")(x)
     for stage in reversed(range(stages)):
         x = layers.Conv2DTranspose(filters * 2 ** min(stage, 3), 3, strides=2, padding="same", activation="relu", name=f"deconv_{stage}")(x)
     logits = layers.Conv2D(channels, 3, padding="same", dtype="float32", name="logits")(x)
-    return keras.Model(inputs if num_classes else latents, logits, name=name)
+    return keras.Model(inputs, logits, name=name)
 
 
 def make_generator(image_shape, latent_dim, filters, num_classes=0, name="generator"):
@@ -184,13 +188,7 @@ def make_generator(image_shape, latent_dim, filters, num_classes=0, name="genera
     stages = downsampling_stages(max(height, width))
     low_h, low_w = height // 2**stages, width // 2**stages
     top = filters * 2 ** min(stages, 3)
-    latents = keras.Input(shape=(latent_dim,), name="latents")
-    inputs = [latents]
-    x = latents
-    if num_classes:
-        labels = keras.Input(shape=(), dtype="int32", name="labels")
-        inputs.append(labels)
-        x = layers.Concatenate(name="with_label")([x, OneHot(num_classes, name="one_hot")(labels)])
+    inputs, x = latent_inputs(latent_dim, num_classes)
     # BatchNorm momentum 0.9: short runs need moving statistics that keep up with the weights
     x = layers.Dense(low_h * low_w * top, use_bias=False, name="project")(x)
     x = layers.ReLU()(layers.BatchNormalization(momentum=0.9, name="project_bn")(x))
@@ -199,7 +197,7 @@ def make_generator(image_shape, latent_dim, filters, num_classes=0, name="genera
         x = layers.Conv2DTranspose(filters * 2 ** min(stage, 3), 4, strides=2, padding="same", use_bias=False, name=f"deconv_{stage}")(x)
         x = layers.ReLU()(layers.BatchNormalization(momentum=0.9, name=f"deconv_{stage}_bn")(x))
     images = layers.Conv2D(channels, 3, padding="same", activation="tanh", dtype="float32", name="images")(x)
-    return keras.Model(inputs if num_classes else latents, images, name=name)
+    return keras.Model(inputs, images, name=name)
 
 
 @keras.saving.register_keras_serializable(package="dlapps.generate")
