@@ -3,7 +3,9 @@ direct calls of the same SavedModel signature in this process (the ceiling), sam
 
     python benchmarks/serve.py [--models saved_models] [--clients 1,8,32] [--seconds 20] [--apps sentiment]
 
-Every client sends one instance per request (the worst case for a server: no batching helps).
+Every client sends one instance per request on its own kept-alive connection: the case
+server-side batching is for. Each figure is measured twice, against `dlapps serve` as it starts
+by default (batching on) and against a second server started with --no-batching.
 When --models holds no exported sentiment model, the demo one is trained and exported first.
 Ends with one JSON line of figures.
 """
@@ -11,6 +13,7 @@ Ends with one JSON line of figures.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import signal
@@ -54,7 +57,10 @@ def request_body(signature: dict) -> dict | None:
 
 
 def load(port: int, path: str, body: dict, clients: int, seconds: float) -> dict:
+    """`clients` threads, each on its own kept-alive connection (as requests.Session and TF
+    Serving's clients keep theirs), sending one request after another for `seconds`."""
     data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
     latencies: list[float] = []
     errors = [0]
     deadline = time.perf_counter() + seconds
@@ -62,16 +68,22 @@ def load(port: int, path: str, body: dict, clients: int, seconds: float) -> dict
 
     def client():
         mine = []
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST")
-                with urllib.request.urlopen(request, timeout=60) as response:
-                    response.read()
+                connection.request("POST", path, body=data, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(response.status)
                 mine.append(time.perf_counter() - started)
             except Exception:
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 with lock:
                     errors[0] += 1
+        connection.close()
         with lock:
             latencies.extend(mine)
 
@@ -122,6 +134,34 @@ def ensure_sentiment(models: Path) -> None:
         subprocess.run([sys.executable, "-m", "dlapps.apps", "sentiment", *command], check=True, stdout=subprocess.DEVNULL)
 
 
+class Server:
+    """`dlapps serve` in a subprocess on a free port, stopped with SIGTERM."""
+
+    def __init__(self, models: Path, log_path: Path, *extra: str):
+        self.port = free_port()
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dlapps.apps", "serve", "--models", str(models), "--port", str(self.port), *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        for _ in range(900):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1).read()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    raise SystemExit(f"dlapps serve exited: see {log_path}")
+                time.sleep(0.2)
+        raise SystemExit("dlapps serve did not start")
+
+    def get(self, path: str) -> dict:
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}").read())
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="folder of exported run folders (default: a temporary one with the demo sentiment model)")
@@ -129,28 +169,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--apps", default="", help="comma-separated apps to load (default: all with a text or word input)")
     parser.add_argument("--max-concurrency", type=int, default=4, help="dlapps serve --max-concurrency")
+    parser.add_argument("--no-unbatched", action="store_true", help="skip the comparison with a server started with --no-batching")
     args = parser.parse_args()
 
     scratch = tempfile.TemporaryDirectory()
     models = Path(args.models or scratch.name)
     ensure_sentiment(models)
-    port = free_port()
-    log = open(Path(scratch.name) / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "dlapps.apps", "serve", "--models", str(models), "--port", str(port),
-                               "--max-concurrency", str(args.max_concurrency)],
-                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    common = ("--max-concurrency", str(args.max_concurrency))
+    servers = {"batching": Server(models, Path(scratch.name) / "serve.log", *common)}
+    if not args.no_unbatched:
+        servers["no batching"] = Server(models, Path(scratch.name) / "serve-unbatched.log", *common, "--no-batching")
+    results = []
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        names = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())["models"]
+        names = servers["batching"].get("/healthz")["models"]
         wanted = [a for a in args.apps.split(",") if a] or names
-        results = []
         for name in wanted:
-            meta = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{name}/metadata").read())
+            meta = servers["batching"].get(f"/v1/models/{name}/metadata")
             signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
             body = request_body(signature)
             if body is None:
@@ -158,25 +192,27 @@ def main() -> None:
                 continue
             version = meta["model_spec"]["version"]
             for clients in [int(c) for c in args.clients.split(",")]:
-                served = load(port, f"/v1/models/{name}:predict", body, clients, args.seconds)
                 ceiling = direct(models / name / "serving" / version, body, clients, args.seconds)
-                row = {"app": name, "clients": clients, **served, "direct_calls_per_second": ceiling["calls_per_second"],
-                       "share_of_direct": round(served["requests_per_second"] / ceiling["calls_per_second"], 3)}
+                row = {"app": name, "clients": clients, "direct_calls_per_second": ceiling["calls_per_second"]}
+                for label, server in servers.items():
+                    served = load(server.port, f"/v1/models/{name}:predict", body, clients, args.seconds)
+                    prefix = "" if label == "batching" else "unbatched_"
+                    row.update({prefix + k: v for k, v in served.items()})
+                    row[prefix + "share_of_direct"] = round(served["requests_per_second"] / ceiling["calls_per_second"], 3)
+                    print(f"{name:<10} clients {clients:>3} {label:<12}: {served['requests_per_second']:>8.1f} req/s  "
+                          f"p50 {served['p50_ms']:>7.1f} ms  p99 {served['p99_ms']:>7.1f} ms  errors {served['errors']}   "
+                          f"direct {ceiling['calls_per_second']:>8.1f} calls/s ({row[prefix + 'share_of_direct']:.0%})", flush=True)
                 results.append(row)
-                print(f"{name:<10} clients {clients:>3}: {served['requests_per_second']:>8.1f} req/s  p50 {served['p50_ms']:>7.1f} ms  "
-                      f"p99 {served['p99_ms']:>7.1f} ms  errors {served['errors']}   direct {ceiling['calls_per_second']:>8.1f} calls/s "
-                      f"({row['share_of_direct']:.0%})", flush=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        log.close()
+        for server in servers.values():
+            server.stop()
     headline = next((r for r in results if r["app"] == "sentiment" and r["clients"] == 8), results[0] if results else {})
     print(json.dumps({
         "app": "serve", "data": "sentiment demo" if not args.models else str(models), "metric": "requests_per_second (8 clients, sentiment)",
         "value": headline.get("requests_per_second"), "peer": "direct SavedModel calls, same threads",
         "peer_value": headline.get("direct_calls_per_second"), "p99_ms": headline.get("p99_ms"),
-        "share_of_direct": headline.get("share_of_direct"), "train_seconds": None, "rows": results,
-        "server_side_batching": "not implemented",
+        "share_of_direct": headline.get("share_of_direct"), "unbatched_requests_per_second": headline.get("unbatched_requests_per_second"),
+        "unbatched_share_of_direct": headline.get("unbatched_share_of_direct"), "train_seconds": None, "rows": results,
     }))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import logging
 import os
@@ -44,9 +45,12 @@ class ServeOptions(Options):
     timeout: float = option(30.0, "seconds a request may take, waiting included", above=0, max=3600)
     max_concurrency: int = option(4, "model calls running at once per process", min=1, max=256)
     poll_seconds: float = option(2.0, "how often the models folder is checked for new versions", above=0, max=3600)
+    batching: bool = option(True, "join requests that arrive while a signature is busy into one model call (TF Serving's --enable_batching)")
+    batch_rows: int = option(256, "most rows in one joined call", min=1, max=1_000_000)
 
     def limits(self) -> "Limits":
-        return Limits(int(self.max_body_mb * 1024 * 1024), self.max_batch, self.timeout, self.max_concurrency, self.poll_seconds)
+        return Limits(int(self.max_body_mb * 1024 * 1024), self.max_batch, self.timeout, self.max_concurrency, self.poll_seconds,
+                      self.batching, self.batch_rows)
 
 
 @dataclass
@@ -56,6 +60,8 @@ class Limits:
     timeout_seconds: float = 30.0  # per request, queueing included
     max_concurrency: int = 4  # model calls running at once; more requests wait their turn
     poll_seconds: float = 2.0  # how often the models folder is checked for new versions
+    batching: bool = True  # concurrent requests to one signature share model calls
+    batch_rows: int = 256  # most rows in one joined call
 
 
 class RequestError(Exception):
@@ -175,6 +181,14 @@ class Repository:
                 self._loaded[key] = servable
         return servable
 
+    def loaded(self, name: str, version: int | None = None) -> Servable | None:
+        """The servable if it is loaded already (no I/O, so the event loop may ask); else None."""
+        with self._lock:
+            versions = self._on_disk.get(name)
+            if not versions:
+                return None
+            return self._loaded.get((name, max(versions) if version is None else version))
+
     def status(self, name: str, version: int | None = None) -> dict:
         versions = self.versions(name)
         if version is not None and version not in versions:
@@ -274,9 +288,8 @@ def _to_tensor(name: str, value, spec, max_batch: int):
     return tensor
 
 
-def _plain(tensor):
-    """A tensor as JSON values: numbers, UTF-8 strings, or {"b64": ...} for other bytes."""
-    array = tensor.numpy()
+def _plain(array):
+    """An array as JSON values: numbers, UTF-8 strings, or {"b64": ...} for other bytes."""
 
     def convert(value):
         if isinstance(value, bytes):
@@ -299,9 +312,26 @@ def _plain_list(array, convert):
     return [_plain_list(row, convert) for row in array]
 
 
-def predict(servable: Servable, body, limits: Limits) -> dict:
-    """One :predict request on `servable`: parses either format, runs the signature, answers in
-    the same format (TF Serving's rules for single and named outputs)."""
+@dataclass
+class ParsedRequest:
+    """A :predict body checked against its signature: the tensors to call it with."""
+
+    signature: str
+    function: object
+    tensors: dict
+    columnar: bool
+
+    def rows(self) -> int | None:
+        """The shared batch size of the inputs, or None when they have none (scalars, mismatches)."""
+        specs = self.function.structured_input_signature[1]
+        sizes = {t.shape[0] if t.shape.rank else None for t in self.tensors.values()}
+        if len(sizes) != 1 or None in sizes or any(not s.shape.rank or s.shape[0] is not None for s in specs.values()):
+            return None
+        return sizes.pop() or None
+
+
+def parse_request(servable: Servable, body, limits: Limits) -> ParsedRequest:
+    """Either format of a :predict body, checked against the signature and turned into tensors."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object with \"instances\" or \"inputs\"")
     name = body.get("signature_name", "serving_default") or "serving_default"
@@ -344,15 +374,32 @@ def predict(servable: Servable, body, limits: Limits) -> dict:
         else:
             raise RequestError(f"this signature has several inputs ({', '.join(sorted(specs))}): give \"inputs\" as an object")
     tensors = {key: _to_tensor(key, value, specs[key], limits.max_batch) for key, value in columns.items()}
+    return ParsedRequest(name, function, tensors, "inputs" in body)
+
+
+def call_signature(function, tensors: dict) -> dict:
+    """The signature's outputs as numpy arrays; the graph's own refusals become a RequestError."""
     try:
         outputs = function(**tensors)
     except Exception as error:  # the graph's own checks (tf.debugging.assert_*) and shape errors
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RequestError(f"the model refused the input: {message[:300]}")
-    if "inputs" in body:
-        plain = {key: _plain(value) for key, value in outputs.items()}
-        return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}
+        raise RequestError(f"the model refused the input: {_reason(error)[:300]}")
+    return {key: value.numpy() for key, value in outputs.items()}
+
+
+def _reason(error: Exception) -> str:
+    """The line of a TensorFlow error that says what was wrong, not where the graph failed."""
+    noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    telling = [line for line in lines if not line.startswith(noise)]
+    return (telling or lines or [type(error).__name__])[0]
+
+
+def format_answer(outputs: dict, columnar: bool) -> dict:
+    """TF Serving's answer: {"outputs": ...} for columnar requests, {"predictions": ...} for rows
+    (a list of objects when there are several named outputs, plain values when there is one)."""
     plain = {key: _plain(value) for key, value in outputs.items()}
+    if columnar:
+        return {"outputs": next(iter(plain.values())) if len(plain) == 1 else plain}
     if len(plain) == 1:
         return {"predictions": next(iter(plain.values()))}
     sizes = {key: len(value) if isinstance(value, list) else None for key, value in plain.items()}
@@ -360,6 +407,141 @@ def predict(servable: Servable, body, limits: Limits) -> dict:
         raise RequestError(f"the outputs have different batch sizes {sizes}: use the columnar \"inputs\" format")
     count = next(iter(sizes.values()))
     return {"predictions": [{key: value[i] for key, value in plain.items()} for i in range(count)]}
+
+
+def predict(servable: Servable, body, limits: Limits) -> dict:
+    """One :predict request on `servable`, on its own: parsed, run, answered in its format."""
+    request = parse_request(servable, body, limits)
+    return format_answer(call_signature(request.function, request.tensors), request.columnar)
+
+
+# --- server-side batching --------------------------------------------------------------------------
+
+# Batches of one signature running at once: while one runs the next gathers, and two running keep
+# both cores of a small machine busy (measured in benchmarks/serve.py: 1 was slower at 8 clients).
+BATCHES_AT_ONCE = 2
+
+
+@dataclass
+class _Waiting:
+    request: ParsedRequest
+    rows: int
+    future: object
+    servable: Servable  # held so that the servable (and the id in the queue key) outlives the wait
+
+
+class Batcher:
+    """Server-side batching, as TF Serving's ``--enable_batching``: requests to one signature that
+    arrive while it is busy wait, and the next call takes them all as one batch (up to `max_rows`
+    rows), so concurrent clients share model calls. An idle signature answers at once: a lone
+    client pays no batching delay. Only signatures whose inputs and outputs all have a batch
+    dimension (and outputs a fixed size beyond it) are joined, and only requests whose tensors
+    have the same shape beyond it; if a
+    joined call fails (one request's input refused by the graph), each request runs on its own so
+    the error reaches only its sender."""
+
+    def __init__(self, slots: asyncio.Semaphore, max_rows: int, parallel: int = BATCHES_AT_ONCE, observe=None):
+        self.slots = slots  # the server's bound on model calls running at once
+        self.max_rows = max_rows
+        self.parallel = parallel  # batches of one signature running at once
+        self.observe = observe or (lambda requests, rows: None)  # told the size of every joined call
+        self.queues: dict[tuple, "collections.deque[_Waiting]"] = {}
+        self.running: dict[tuple, int] = {}
+        self.tasks: set = set()
+
+    @staticmethod
+    def joinable(request: ParsedRequest) -> bool:
+        """Inputs with a shared batch dimension, and outputs with one and a fixed size beyond it:
+        a variable size (detections, generated images up to the longest count) would be padded to
+        the longest row of the joined call, so a request's answer would depend on its neighbours."""
+        outputs = request.function.structured_outputs
+        return request.rows() is not None and all(
+            s.shape.rank and s.shape[0] is None and None not in s.shape.as_list()[1:] for s in outputs.values())
+
+    async def answer(self, servable: Servable, request: ParsedRequest) -> dict:
+        from starlette.concurrency import run_in_threadpool
+
+        if not self.joinable(request):
+            async with self.slots:
+                return await run_in_threadpool(predict_parsed, request)
+        key = (id(servable), request.signature,
+               tuple(sorted((k, t.dtype.name, tuple(t.shape[1:])) for k, t in request.tensors.items())))
+        future = asyncio.get_running_loop().create_future()
+        self.queues.setdefault(key, collections.deque()).append(_Waiting(request, request.rows(), future, servable))
+        if self.running.get(key, 0) < self.parallel:
+            self.running[key] = self.running.get(key, 0) + 1
+            task = asyncio.create_task(self._drain(key))
+            self.tasks.add(task)  # a reference, or the task could be collected mid-run
+            task.add_done_callback(self.tasks.discard)
+        return await future
+
+    async def _drain(self, key: tuple) -> None:
+        from starlette.concurrency import run_in_threadpool
+
+        queue = self.queues[key]
+        try:
+            while queue:
+                batch, rows = [], 0
+                while queue and (not batch or rows + queue[0].rows <= self.max_rows):
+                    waiting = queue.popleft()
+                    if not waiting.future.done():  # a request that timed out meanwhile is not run
+                        batch.append(waiting)
+                        rows += waiting.rows
+                if not batch:
+                    continue
+                self.observe(len(batch), rows)
+                try:
+                    async with self.slots:
+                        answers = await run_in_threadpool(_run_batch, batch)
+                except Exception as failure:  # never leave a client waiting
+                    answers = [failure] * len(batch)
+                for waiting, answer in zip(batch, answers):
+                    if not waiting.future.done():
+                        if isinstance(answer, Exception):
+                            waiting.future.set_exception(answer)
+                        else:
+                            waiting.future.set_result(answer)
+        finally:
+            self.running[key] -= 1
+            if not self.running[key]:
+                del self.running[key]
+                if not queue:
+                    del self.queues[key]
+
+
+def predict_parsed(request: ParsedRequest) -> dict:
+    return format_answer(call_signature(request.function, request.tensors), request.columnar)
+
+
+def _run_batch(batch: list[_Waiting]) -> list:
+    """Answers (or RequestErrors) for `batch`, from one joined call when it can be split by rows."""
+    import tensorflow as tf
+
+    def alone(waiting):
+        try:
+            return predict_parsed(waiting.request)
+        except RequestError as error:
+            return error
+
+    if len(batch) == 1:
+        return [alone(batch[0])]
+    total = sum(w.rows for w in batch)
+    tensors = {key: tf.concat([w.request.tensors[key] for w in batch], 0) for key in batch[0].request.tensors}
+    try:
+        outputs = call_signature(batch[0].request.function, tensors)
+    except RequestError:
+        return [alone(w) for w in batch]
+    if not all(value.ndim and value.shape[0] == total for value in outputs.values()):
+        return [alone(w) for w in batch]
+    answers, start = [], 0
+    for waiting in batch:
+        part = {key: value[start:start + waiting.rows] for key, value in outputs.items()}
+        start += waiting.rows
+        try:
+            answers.append(format_answer(part, waiting.request.columnar))
+        except RequestError as error:
+            answers.append(error)
+    return answers
 
 
 # --- the ASGI application --------------------------------------------------------------------------
@@ -385,6 +567,13 @@ def create_app(models: str | Path, limits: Limits | None = None, watch: bool = T
     latency = Histogram("dlapps_request_seconds", "Request latency by model and method", ["model", "method"], registry=registry,
                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
     slots = asyncio.Semaphore(limits.max_concurrency)
+    batch_sizes = Histogram("dlapps_batch_requests", "Requests joined into one model call by server-side batching", registry=registry,
+                            buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+
+    def observe(requests: int, rows: int) -> None:
+        batch_sizes.observe(requests)
+
+    batcher = Batcher(slots, limits.batch_rows, observe=observe) if limits.batching else None
 
     def error(message: str, status: int) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
@@ -440,11 +629,17 @@ def create_app(models: str | Path, limits: Limits | None = None, watch: bool = T
                 body = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as failure:
                 raise RequestError(f"malformed JSON: {str(failure)[:120]}")
+            name, version = request.path_params["name"], version_of(request)
 
             async def call():
+                # Small requests are parsed on the event loop: a thread hop costs more than they do.
+                servable = repository.loaded(name, version) or await run_in_threadpool(repository.get, name, version)
+                parsed = parse_request(servable, body, limits) if len(raw) < 65536 else \
+                    await run_in_threadpool(parse_request, servable, body, limits)
+                if batcher is not None:
+                    return await batcher.answer(servable, parsed)
                 async with slots:
-                    servable = await run_in_threadpool(repository.get, request.path_params["name"], version_of(request))
-                    return await run_in_threadpool(predict, servable, body, limits)
+                    return await run_in_threadpool(predict_parsed, parsed)
 
             return await asyncio.wait_for(call(), limits.timeout_seconds)
 

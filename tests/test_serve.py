@@ -152,11 +152,15 @@ def test_concurrent_clients_get_no_errors_and_leak_no_files(server):
         return len(os.listdir(f"/proc/{server.process.pid}/fd"))
 
     failures = []
+    alone = {text: call(server.port, "/v1/models/sentiment:predict", {"instances": [text]})[1]["predictions"][0] for text in TEXTS}
 
     def client(index, requests=200):
         for i in range(requests):
-            status, answer = call(server.port, "/v1/models/sentiment:predict", {"instances": [TEXTS[(index + i) % 3]]})
-            if status != 200 or len(answer["predictions"]) != 1:
+            text = TEXTS[(index + i) % 3]
+            status, answer = call(server.port, "/v1/models/sentiment:predict", {"instances": [text]})
+            # Joined with other clients' requests by server-side batching, each still gets its own answer.
+            if status != 200 or len(answer["predictions"]) != 1 or answer["predictions"][0]["label"] != alone[text]["label"] \
+                    or abs(answer["predictions"][0]["probability"] - alone[text]["probability"]) > 1e-5:
                 failures.append((status, answer))
 
     def clients(requests):
@@ -176,6 +180,84 @@ def test_concurrent_clients_get_no_errors_and_leak_no_files(server):
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics").read().decode()
     assert 'dlapps_requests_total{code="200",method="predict",model="sentiment"}' in text
     assert "dlapps_request_seconds_bucket" in text
+    assert "dlapps_batch_requests_count" in text
+
+
+@pytest.fixture(scope="module")
+def doubler(tmp_path_factory):
+    """A small real SavedModel: `double` refuses negative numbers (as a model's own input checks do);
+    `total` answers one number for the whole batch, so its calls cannot be split by rows; `ones`
+    pads its rows to the batch's longest, so joined calls would change its answers."""
+    import tensorflow as tf
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def double(self, x):
+            with tf.control_dependencies([tf.debugging.assert_non_negative(x, message="x must not be negative")]):
+                return {"y": x * 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def total(self, x):
+            return {"sum": tf.reduce_sum(x)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="n")])
+        def ones(self, n):  # rows as long as the batch's largest n: a variable size beyond the batch
+            return {"ones": tf.sequence_mask(n, dtype=tf.float32)}
+
+    module = Doubler()
+    path = tmp_path_factory.mktemp("doubler") / "1"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.double, "total": module.total, "ones": module.ones})
+    from dlapps.shared import serve
+
+    return serve.Servable("doubler", 1, path).load()
+
+
+def _answer_together(servable, bodies, batching=True):
+    """The answers to `bodies` sent at once, through the server's batcher; and the joined calls."""
+    import asyncio
+
+    from dlapps.shared import serve
+
+    calls = []
+
+    async def main():
+        batcher = serve.Batcher(asyncio.Semaphore(4), max_rows=256, observe=lambda requests, rows: calls.append((requests, rows)))
+
+        async def one(body):
+            try:
+                return await batcher.answer(servable, serve.parse_request(servable, body, serve.Limits()))
+            except serve.RequestError as error:
+                return {"error": str(error)}
+
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+    return asyncio.run(main()), calls
+
+
+def test_server_side_batching_joins_requests_and_answers_each_its_own(doubler):
+    from dlapps.shared import serve
+
+    bodies = [{"instances": [[i, i + 1.0]] * (1 + i % 3)} for i in range(6)] + [{"inputs": {"x": [[7.0, 8.0]]}}]
+    answers, calls = _answer_together(doubler, bodies)
+    assert calls == [(7, sum(1 + i % 3 for i in range(6)) + 1)]  # one call for all seven requests
+    assert answers == [serve.predict(doubler, body, serve.Limits()) for body in bodies]
+    assert answers[1] == {"predictions": [[2.0, 4.0], [2.0, 4.0]]} and answers[-1] == {"outputs": [[14.0, 16.0]]}
+
+
+def test_a_refused_request_in_a_batch_fails_alone(doubler):
+    bodies = [{"instances": [[1.0, 2.0]]}, {"instances": [[-1.0, 2.0]]}, {"instances": [[3.0, 4.0]]}]
+    answers, calls = _answer_together(doubler, bodies)
+    assert calls == [(3, 3)]
+    assert answers[0] == {"predictions": [[2.0, 4.0]]} and answers[2] == {"predictions": [[6.0, 8.0]]}
+    assert "x must not be negative" in answers[1]["error"]
+
+
+def test_signatures_without_a_batch_dimension_are_never_joined(doubler):
+    bodies = [{"signature_name": "total", "instances": [[1.0, 2.0]]}, {"signature_name": "total", "instances": [[3.0, 4.0], [5.0, 6.0]]}]
+    answers, calls = _answer_together(doubler, bodies)
+    assert calls == [] and [a["predictions"] for a in answers] == [3.0, 18.0]
+    answers, calls = _answer_together(doubler, [{"signature_name": "ones", "instances": [1]}, {"signature_name": "ones", "instances": [3]}])
+    assert calls == [] and [a["predictions"] for a in answers] == [[[1.0]], [[1.0, 1.0, 1.0]]]
 
 
 def test_a_new_version_is_served_when_it_appears(models, server, tmp_path_factory):
