@@ -124,7 +124,8 @@ class App:
 
     def checkpoint_selection(self, config) -> tuple[str, str, str]:
         """(monitor, mode, keep) for this config; default the class attributes. An app whose
-        architectures differ (a VAE keeps its best epoch, a GAN its last) overrides it."""
+        architectures differ (a VAE keeps its best epoch, a GAN its last) overrides it; one whose
+        monitor exists only with validation data may take ``splits=`` as well."""
         return self.monitor, self.mode, self.keep
 
     def describe_training(self, model, splits: Splits, config) -> str:

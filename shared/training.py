@@ -418,7 +418,7 @@ def train(app, config) -> dict:
             print(f"Weights checksum (the same on every worker): {checksum:.6f}", flush=True)
         metrics = {
             "monitor": outcome["monitor"],
-            "keep": app.checkpoint_selection(config)[2],
+            "keep": _checkpoint_selection(app, config, splits)[2],
             "best_value": outcome["best_value"],
             "best_epoch": outcome["best_epoch"],
             "epochs_run": outcome["epochs_run"],
@@ -467,11 +467,18 @@ def _final_model(model, run: Run):
     return keras.saving.load_model(run.checkpoint_path, compile=False)
 
 
+def _checkpoint_selection(app, config, splits) -> tuple[str, str, str]:
+    """The app's (monitor, mode, keep); `splits` is passed when its hook takes them."""
+    if "splits" in inspect.signature(app.checkpoint_selection).parameters:
+        return app.checkpoint_selection(config, splits=splits)
+    return app.checkpoint_selection(config)
+
+
 def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop: bool) -> dict:
     import keras
 
     Checkpoint, TimeLimit, NanGuard = _callback_classes()
-    monitor, mode, keep = app.checkpoint_selection(config)
+    monitor, mode, keep = _checkpoint_selection(app, config, splits)
     if val_ds is None and monitor.startswith("val_"):
         monitor = monitor[len("val_"):]
     checkpoint = Checkpoint(run, monitor, mode, keep)

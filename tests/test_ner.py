@@ -94,6 +94,12 @@ class TestContract(AppContract):
         assert lines[:6] == ["Angela\tB-PER", "Merkel\tE-PER", "visited\tO", "Paris\tS-LOC", ".\tO", ""]
         assert len(lines) == 9 and lines[-1] == ""  # a blank line after each sentence, as CoNLL files have
 
+    def test_the_kept_epoch_is_the_one_with_the_best_validation_entity_f1(self, run_dir):
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["monitor"] == "val_f1"
+        assert metrics["best_value"] == pytest.approx(max(metrics["val_f1_per_epoch"]), abs=1e-4)
+        assert metrics["val_f1"] == pytest.approx(metrics["best_value"], abs=1e-4)
+
     def test_predict_errors(self, run_dir):
         assert_user_error(run_cli("ner", "predict", TEXT, "  ", "-m", run_dir), "input 2", "empty text")
         assert_user_error(run_cli("ner", "predict", TEXT, "-m", run_dir, "--format", "xml"), "--format must be one of spans, conll")

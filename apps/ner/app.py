@@ -188,11 +188,14 @@ def _entity_f1_callback(sentences, scores: list):
     import keras
 
     class EntityF1(keras.callbacks.Callback):
-        """Prints seqeval entity F1 on the validation sentences after every epoch and appends it to
-        `scores` (checkpoints follow val_loss, as they always have for this app)."""
+        """Adds seqeval entity F1 on the validation sentences to each epoch's logs as ``val_f1``,
+        before checkpoint selection reads it, and appends it to `scores`."""
 
         def on_epoch_end(self, epoch, logs=None):
-            scores.append(round(entity_scores(self.model, sentences)["f1"], 4))
+            f1 = entity_scores(self.model, sentences)["f1"]
+            scores.append(round(f1, 4))
+            if logs is not None:
+                logs["val_f1"] = float(f1)
             print(f"epoch {epoch + 1}: validation entity F1 {scores[-1]:.4f}", flush=True)
 
     return EntityF1()
@@ -208,7 +211,7 @@ class NerApp(App):
                     "--format conll for a tag per token.")
     evaluate_help = ("Entity-level precision, recall and F1 (seqeval, conlleval-compatible), overall and per type, "
                      "on --data (default: the run's validation split).")
-    # monitor, mode, keep: the defaults (the epoch with the lowest val_loss)
+    monitor, mode = "val_f1", "max"  # see checkpoint_selection
 
     # --- train ---
     def load_splits(self, config) -> Splits:
@@ -280,6 +283,11 @@ class NerApp(App):
         splits.val_f1_per_epoch.clear()
         return [_entity_f1_callback(splits.val, splits.val_f1_per_epoch)] if len(splits.val) else []
 
+    def checkpoint_selection(self, config, splits=None) -> tuple[str, str, str]:
+        # Entity F1 is what users read, and the dev loss turns while F1 still climbs (the CRF
+        # grows confident); without validation sentences the training loss decides.
+        return (self.monitor, self.mode, self.keep) if splits is None or len(splits.val) else ("loss", "min", "best")
+
     def describe_training(self, model, splits, config) -> str:
         return (f"Training on {len(splits.train)} sentences, validating on {len(splits.val)}; "
                 f"entity types {splits.info['entity_types']}; {len(model.vocabulary)} words, {len(model.characters)} characters")
@@ -287,7 +295,7 @@ class NerApp(App):
     def after_training(self, model, splits, config, run) -> dict:
         if not len(splits.val):
             return {}
-        # val_f1 of the kept model (the best val_loss epoch), beside the F1 of every epoch
+        # val_f1 of the kept model (the best epoch), beside the F1 of every epoch
         return {"val_f1": entity_scores(model, splits.val)["f1"], "val_f1_per_epoch": list(splits.val_f1_per_epoch)}
 
     # --- predict ---
