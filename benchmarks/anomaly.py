@@ -17,7 +17,8 @@ itself (unsupervised, as NAB's detectors see it): step ROC-AUC, labelled windows
 false alarms at the threshold. The peer is IsolationForest on the same windows, a step's score
 being the lowest of its windows' scores as for ours, flagged by IsolationForest's own threshold.
 
-Ends with one JSON line: value = our mean ROC-AUC over the ODDS sets, peer = IsolationForest's.
+Ends with one JSON line: value = our mean ROC-AUC over the ODDS sets, peer = IsolationForest's (each with
+the std of that mean across seeds; per set: [mean, std]).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def run_odds(files: list[Path], seeds: int, settings: dict, scratch: Path) -> di
             for name, peer_scores in peers_tabular(x[train], x[test], seed).items():
                 aucs.setdefault(name, []).append(roc_auc_score(y[test], peer_scores))
         results[file.stem] = {name: (float(np.mean(v)), float(np.std(v))) for name, v in aucs.items()}
+        results[file.stem]["per_seed"] = {name: [float(a) for a in v] for name, v in aucs.items()}
         results[file.stem]["train_seconds"] = float(np.sum(seconds))
         shown = "  ".join(f"{name} {np.mean(v):.4f}±{np.std(v):.4f}" for name, v in aucs.items())
         print(f"{file.stem:<12} n={len(x):<6} d={x.shape[1]:<4} anomalies={y.mean():.3f}  {shown}  ({np.sum(seconds):.0f} s)", flush=True)
@@ -185,28 +187,33 @@ def main() -> None:
             tabular.update(run_train_test(args.train, args.test, settings, Path(scratch)))
         nab = run_nab(Path(args.nab), nab_settings, Path(scratch)) if args.nab else {}
 
-    summary = {}
+    summary, spread = {}, {}
     if tabular:
-        names = [k for k in next(iter(tabular.values())) if k != "train_seconds"]
+        names = [k for k in next(iter(tabular.values())) if k not in ("train_seconds", "per_seed")]
         summary = {name: float(np.mean([r[name][0] for r in tabular.values()])) for name in names}
+        # The overall std: of the mean over the sets, across seeds (each seed one split of every set).
+        seeded = [r for r in tabular.values() if "per_seed" in r]
+        spread = {name: float(np.std(np.mean([r["per_seed"][name] for r in seeded], axis=0))) if seeded else 0.0 for name in names}
         print()
         print(f"{'set':<12} " + " ".join(f"{n:>20}" for n in names))
         for set_name, result in tabular.items():
             print(f"{set_name:<12} " + " ".join(f"{result[n][0]:>13.4f}±{result[n][1]:.4f}" for n in names))
-        print(f"{'mean':<12} " + " ".join(f"{summary[n]:>20.4f}" for n in names))
+        print(f"{'mean':<12} " + " ".join(f"{summary[n]:>13.4f}±{spread[n]:.4f}" for n in names))
     print(json.dumps({
         "app": "anomaly",
         "data": args.odds or args.train or args.nab,
         "test": args.test or "seeded 60/40 split per set (PyOD's protocol)",
         "metric": "mean ROC-AUC over the ODDS sets" if args.odds else "ROC-AUC on --test",
         "value": round(summary.get("ours", float("nan")), 4),
+        "value_std": round(spread.get("ours", float("nan")), 4),
         "peer": "sklearn IsolationForest (defaults)",
         "peer_value": round(summary.get("isolation_forest", float("nan")), 4),
+        "peer_std": round(spread.get("isolation_forest", float("nan")), 4),
         "pca_reconstruction": round(summary.get("pca_reconstruction", float("nan")), 4),
         "pca_pyod": round(summary.get("pca_pyod", float("nan")), 4),
         "seeds": args.seeds if args.odds else 1,
         "train_seconds": round(sum(r["train_seconds"] for r in tabular.values()), 1),
-        "per_set": {k: {n: round(v[0], 4) for n, v in r.items() if n != "train_seconds"} for k, r in tabular.items()},
+        "per_set": {k: {n: [round(v[0], 4), round(v[1], 4)] for n, v in r.items() if n not in ("train_seconds", "per_seed")} for k, r in tabular.items()},
         "nab": nab,
         "wall_seconds": round(time.time() - started, 1),
     }))

@@ -54,6 +54,7 @@ class TestTabularContract(AppContract):
         ({}, ["--kind", "timeseries", "--window", "30", "--filters", "8,4"], ["--window 30 must be a multiple of 4"]),
         ({}, ["--kind", "graph"], ["--kind must be one of", "tabular"]),
         ({}, ["--hidden-units", "16,0"], ["--hidden-units must be between 1 and 8192"]),
+        ({}, ["--noise", "-0.5"], ["--noise must be at least 0", "-1 for the default"]),
         ({}, ["--data", "tfds:mnist"], ["tfds:mnist", "no tabular anomaly sets"]),
     ]
 
@@ -200,6 +201,39 @@ def test_robust_statistics_survive_constant_binary_and_empty_columns():
     assert center == [1.0, 0.0, 0.0, 7.0]
     assert scale[0] == 1.0 and scale[1] == pytest.approx(np.std([0, 0, 1, 0, 0])) and scale[2] == 1.0
     assert scale[3] == pytest.approx((8 - 6) / 1.349)
+
+
+def test_the_ensemble_scores_the_mean_of_its_members_each_calibrated_on_the_closest_codes():
+    from dlapps.apps.anomaly.model import TabularAutoencoder
+
+    model = TabularAutoencoder([f"f{i}" for i in range(6)], [0.0] * 6, [1.0] * 6, hidden_units=[8], bottleneck=2, members=3)
+    rows = np.random.default_rng(0).normal(size=(400, 6)).astype("float32")
+    rows[:40] *= 10  # anomalies among the training rows
+    model.calibrate(rows)
+    found = model.measure(rows)
+    assert found["error"].shape == (400, 3) and found["code"].shape == (400, 3, 2)
+    centred = found["code"] - model.code_mean.numpy()
+    distance = np.einsum("nmi,mij,nmj->nm", centred, model.code_precision.numpy(), centred)
+    terms = found["error"] / model.error_scale.numpy() + distance / model.distance_scale.numpy()
+    np.testing.assert_allclose(found["score"], terms.mean(axis=1), rtol=1e-4)
+    # each member's terms over its own medians: a typical training row scores about 2 in every member
+    np.testing.assert_allclose(np.median(terms, axis=0), 2.0, rtol=0.25)
+    # the code's covariance comes from the closest 75%: tighter than that of all codes, anomalies included
+    for member in range(3):
+        trimmed = np.linalg.inv(model.code_precision.numpy()[member])
+        assert np.trace(trimmed) < np.trace(np.cov(found["code"][:, member], rowvar=False))
+
+
+def test_bagged_members_learn_from_seeded_shares_of_the_rows():
+    from dlapps.apps.anomaly.app import member_shares
+    from dlapps.apps.anomaly.config import AnomalyConfig
+
+    part = anomaly_data.demo_table(1000, seed=1)
+    shares = member_shares(part, AnomalyConfig(members=4, member_rows=0.5, seed=3))
+    assert shares.shape == (1000, 4) and set(np.unique(shares)) == {0.0, 1.0}
+    assert np.allclose(shares.mean(axis=0), 0.5, atol=0.06) and not (shares[:, 0] == shares[:, 1]).all()
+    assert np.array_equal(shares, member_shares(part, AnomalyConfig(members=4, member_rows=0.5, seed=3)))
+    assert member_shares(part, AnomalyConfig(members=1)) is None and member_shares(part, AnomalyConfig(member_rows=1.0)) is None
 
 
 def test_series_steps_take_the_lowest_score_of_their_windows():

@@ -2,8 +2,9 @@
 
 One model per ``--kind``, all built on :class:`AnomalyModel`:
 
-- :class:`TabularAutoencoder`: dense encoder and decoder over rows; robust standardisation
-  (median, IQR) and median imputation of missing values happen inside the model.
+- :class:`TabularAutoencoder`: an ensemble of small dense autoencoders over rows, in one graph;
+  robust standardisation (median, IQR) and median imputation of missing values happen inside
+  the model.
 - :class:`SeriesAutoencoder`: Conv1D encoder and Conv1DTranspose decoder over windows of a series
   (keras-io's ``timeseries_anomaly_detection``), standardised per channel inside the model.
 - :class:`ImageAutoencoder`: Conv2D encoder, a dense code, Conv2DTranspose decoder over uint8 images.
@@ -17,9 +18,12 @@ The anomaly score adds to the error the Mahalanobis distance of the code from th
 training data: the error alone misses points that lie on the learned manifold but far out along
 it (on the six ODDS sets it raised the mean ROC-AUC of a prototype from 0.76 to 0.84, see the README).
 Each term is divided by its median over the training data, so both weigh alike and a typical
-normal example scores about 2. Those statistics and the threshold are non-trainable weights set
-by :meth:`AnomalyModel.calibrate` after every epoch, so each checkpoint, the saved model and the
-exported SavedModel carry the ones that fit their own weights.
+normal example scores about 2; an ensemble (the tabular model) does this per member and averages
+the members' scores, so no member dominates. For tables the code's mean and covariance come from
+the 75% of training codes closest to them (the training rows hold anomalies). Those statistics
+and the threshold are non-trainable weights set by :meth:`AnomalyModel.calibrate` after every
+epoch, so each checkpoint, the saved model and the exported SavedModel carry the ones that fit
+their own weights.
 """
 
 from __future__ import annotations
@@ -39,17 +43,21 @@ from dlapps.shared.models import TaskModel
 # raw scores flagged 35 of 400 rows for 16 anomalies, on log scores 15, all of them anomalies).
 FENCE_IQRS = 3.0
 
+# Re-estimations of the code's mean and covariance from its closest `code_support` share (see
+# `AnomalyModel.calibrate`); C-steps converge in a few (Rousseeuw and Van Driessen's FAST-MCD).
+TRIM_STEPS = 3
 
-def choose_threshold(scores, contamination: float = 0.0, percentile: float = 0.0) -> float:
+
+def choose_threshold(scores, contamination: float = 0.0, percentile: float = 0.0, fence: float = FENCE_IQRS) -> float:
     """The score above which an example is flagged, from held-out scores: the top `contamination`
-    share, else the `percentile`-th percentile, else the far-out fence on log scores."""
+    share, else the `percentile`-th percentile, else the fence Q3 + `fence` IQR on log scores."""
     scores = np.asarray(scores, dtype=np.float64)
     if contamination > 0:
         return float(np.quantile(scores, 1.0 - contamination))
     if percentile > 0:
         return float(np.percentile(scores, percentile))
     q1, q3 = np.percentile(np.log(np.maximum(scores, 1e-12)), [25, 75])
-    return float(np.exp(q3 + FENCE_IQRS * (q3 - q1)))
+    return float(np.exp(q3 + fence * (q3 - q1)))
 
 
 def robust_statistics(values: np.ndarray) -> tuple[list[float], list[float]]:
@@ -97,11 +105,60 @@ class Standardize(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dlapps.anomaly")
 class ReconstructionError(layers.Layer):
-    """Mean squared difference of target and reconstruction per example (every axis but the first)."""
+    """Mean squared difference of target and reconstruction per example (every axis but the first),
+    or per example and member (the last axis) with `members`."""
+
+    def __init__(self, members=False, **kwargs):
+        super().__init__(**kwargs)
+        self.members = bool(members)
 
     def call(self, target, reconstruction):
         squared = ops.square(ops.cast(target, "float32") - ops.cast(reconstruction, "float32"))
+        if self.members:  # (batch, members, features) -> an error per member
+            return ops.mean(squared, axis=-1)
         return ops.mean(ops.reshape(squared, (ops.shape(squared)[0], -1)), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "members": self.members}
+
+
+@keras.saving.register_keras_serializable(package="dlapps.anomaly")
+class Members(layers.Layer):
+    """(batch, features) -> (batch, members, features): one copy of the input per member."""
+
+    def __init__(self, members, **kwargs):
+        super().__init__(**kwargs)
+        self.members = int(members)
+
+    def call(self, inputs):
+        return ops.repeat(ops.expand_dims(inputs, 1), self.members, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "members": self.members}
+
+
+@keras.saving.register_keras_serializable(package="dlapps.anomaly")
+class EnsembleDense(layers.Layer):
+    """A Dense layer per member, all in one batched matmul: (batch, members, in) -> (batch,
+    members, units). Each member's kernel is drawn separately, so the members start apart."""
+
+    def __init__(self, units, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        members, width = input_shape[1], input_shape[2]
+        self.kernel = self.add_weight(shape=(members, width, self.units), initializer="glorot_uniform", name="kernel")
+        self.bias = self.add_weight(shape=(members, self.units), initializer="zeros", name="bias")
+
+    def call(self, inputs):
+        # members first for a plain batched matmul (what LiteRT and ONNX convert without einsum)
+        outputs = ops.transpose(ops.matmul(ops.transpose(inputs, (1, 0, 2)), self.kernel), (1, 0, 2))
+        return self.activation(outputs + self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": keras.activations.serialize(self.activation)}
 
 
 # === Functional Model ===
@@ -110,29 +167,41 @@ class ReconstructionError(layers.Layer):
 class AnomalyModel(TaskModel):
     """What the three autoencoders share: the loss, the calibrated score and threshold, decoding."""
 
+    members = None  # an ensemble's member count: its error is (batch, members), its code (batch, members, size)
+    code_support = 1.0  # share of the training codes the code's mean and covariance are estimated from
+    fence_iqrs = FENCE_IQRS  # the automatic threshold's fence, in IQRs of the log scores above Q3
+
     def _add_calibration(self, code_size: int) -> None:
         """The score's statistics and the threshold, as non-trainable weights (saved, restored by
-        --resume, exported). Until `calibrate` runs, the score is the raw error plus the squared
-        code norm, and nothing is flagged."""
-        self.code_mean = self.add_weight(shape=(code_size,), initializer="zeros", trainable=False, name="code_mean")
-        self.code_precision = self.add_weight(
-            shape=(code_size, code_size), initializer="identity", trainable=False, name="code_precision"
-        )
-        self.error_scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="error_scale")
-        self.distance_scale = self.add_weight(shape=(), initializer="ones", trainable=False, name="distance_scale")
+        --resume, exported), one set per member for an ensemble. Until `calibrate` runs, the
+        score is the raw error plus the squared code norm, and nothing is flagged."""
+        lead = (self.members,) if self.members else ()
+        self.code_mean = self.add_weight(shape=(*lead, code_size), initializer="zeros", trainable=False, name="code_mean")
+        self.code_precision = self.add_weight(shape=(*lead, code_size, code_size), initializer="zeros", trainable=False, name="code_precision")
+        self.code_precision.assign(np.broadcast_to(np.eye(code_size, dtype="float32"), (*lead, code_size, code_size)))
+        self.error_scale = self.add_weight(shape=lead, initializer="ones", trainable=False, name="error_scale")
+        self.distance_scale = self.add_weight(shape=lead, initializer="ones", trainable=False, name="distance_scale")
         self.threshold = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(float("inf")), trainable=False, name="threshold"
         )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = ops.mean(y_pred["error"])
+        error = y_pred["error"]
+        if y is None:
+            loss = ops.mean(error)
+        else:  # an ensemble's training batches carry which members learn from each row (bagging)
+            share = ops.cast(y, "float32")
+            loss = ops.sum(error * share) / ops.maximum(ops.sum(share), 1.0)
         return loss + ops.sum(self.losses) if self.losses else loss
 
     def score(self, error, code):
-        """Error and Mahalanobis distance of the code, each over its training median."""
+        """Error and Mahalanobis distance of the code, each over its training median; an
+        ensemble averages these scores of its members."""
         centred = ops.cast(code, "float32") - self.code_mean
-        distance = ops.sum(ops.matmul(centred, self.code_precision) * centred, axis=-1)
-        return error / self.error_scale + distance / self.distance_scale
+        projected = ops.squeeze(ops.matmul(ops.expand_dims(centred, -2), self.code_precision), -2)
+        distance = ops.sum(projected * centred, axis=-1)
+        score = error / self.error_scale + distance / self.distance_scale
+        return ops.mean(score, axis=-1) if self.members else score
 
     def predict_step(self, data):
         inputs = data[0] if isinstance(data, (tuple, list)) else data
@@ -160,55 +229,84 @@ class AnomalyModel(TaskModel):
 
     def calibrate(self, normal, batch_size: int = 1024) -> None:
         """Sets the score's statistics from `normal`, the training examples (an array): mean
-        and precision of their codes, median error and distance."""
+        and precision of their codes, median error and distance (per member of an ensemble)."""
         measured = self.measure(normal, batch_size)
-        codes = measured["code"].astype(np.float64)
-        covariance = np.atleast_2d(np.cov(codes, rowvar=False))
-        # A small ridge keeps the precision finite when code units are dead or collinear.
-        ridge = 1e-6 * max(float(np.trace(covariance)) / len(covariance), 1e-12)
-        precision = np.linalg.pinv(covariance + ridge * np.eye(len(covariance)))
-        centred = codes - codes.mean(axis=0)
-        distances = np.einsum("ij,jk,ik->i", centred, precision, centred)
-        self.code_mean.assign(codes.mean(axis=0).astype("float32"))
-        self.code_precision.assign(precision.astype("float32"))
-        self.error_scale.assign(max(float(np.median(measured["error"])), 1e-12))
-        self.distance_scale.assign(max(float(np.median(distances)), 1e-12))
+        codes, errors = measured["code"].astype(np.float64), measured["error"].astype(np.float64)
+        if not self.members:  # one member
+            codes, errors = codes[:, None], errors[:, None]
+        means, precisions, error_scales, distance_scales = [], [], [], []
+        for member in range(codes.shape[1]):
+            code = codes[:, member]
+            kept = code
+            # Trimmed (MCD-like C-steps): mean and covariance of the `code_support` share of codes
+            # closest to the previous estimate, so anomalies among the training rows do not widen
+            # the very covariance that should place them far out.
+            for _ in range(1 + (TRIM_STEPS if self.code_support < 1 else 0)):
+                mean = kept.mean(axis=0)
+                covariance = np.atleast_2d(np.cov(kept, rowvar=False))
+                # A small ridge keeps the precision finite when code units are dead or collinear.
+                ridge = 1e-6 * max(float(np.trace(covariance)) / len(covariance), 1e-12)
+                precision = np.linalg.pinv(covariance + ridge * np.eye(len(covariance)))
+                distances = np.einsum("ij,jk,ik->i", code - mean, precision, code - mean)
+                kept = code[np.argsort(distances)[: max(len(code[0]) + 2, int(self.code_support * len(code)))]]
+            means.append(mean)
+            precisions.append(precision)
+            error_scales.append(max(float(np.median(errors[:, member])), 1e-12))
+            distance_scales.append(max(float(np.median(distances)), 1e-12))
+        shaped = (lambda v: np.asarray(v, "float32")) if self.members else (lambda v: np.asarray(v[0], "float32"))
+        self.code_mean.assign(shaped(means))
+        self.code_precision.assign(shaped(precisions))
+        self.error_scale.assign(shaped(error_scales))
+        self.distance_scale.assign(shaped(distance_scales))
 
     def set_threshold(self, scores, contamination: float = 0.0, percentile: float = 0.0) -> float:
         """Sets the threshold from held-out scores (see `choose_threshold`) and returns it."""
-        threshold = choose_threshold(scores, contamination, percentile)
+        threshold = choose_threshold(scores, contamination, percentile, self.fence_iqrs)
         self.threshold.assign(threshold)
         return threshold
 
 
 @keras.saving.register_keras_serializable(package="dlapps.anomaly")
 class TabularAutoencoder(AnomalyModel):
-    """Dense autoencoder over table rows.
+    """An ensemble of dense autoencoders over table rows, in one graph: every member reads the
+    same standardised row, has its own weights (drawn apart, and trained on its own share of the
+    rows when the app bags them, see ``compute_loss``), and scores it with its own calibration;
+    the model's score is the mean of the members' scores.
 
     Args:
         features: column names, in the order the model reads them.
         center, scale: per-feature median and robust scale (IQR / 1.349, falling back to the
             standard deviation, then to 1 for a constant column) of the training rows.
-        hidden_units: encoder layer widths; the decoder mirrors them.
-        bottleneck: width of the code.
+        hidden_units: encoder layer widths of each member; the decoder mirrors them.
+        bottleneck: width of each member's code.
         noise: standard deviation of the Gaussian noise added to the standardised input while
             training (a denoising autoencoder); 0 for a plain one.
+        members: autoencoders in the ensemble.
     """
 
-    def __init__(self, features, center, scale, hidden_units=(64, 32), bottleneck=4, noise=0.0, **kwargs):
+    # Tables hold their anomalies among the training rows (3-35% on the ODDS sets): the code's
+    # statistics come from the 75% of rows closest to them (on satellite and thyroid this raised
+    # ROC-AUC from 0.69 to 0.75 and 0.95 to 0.99, see the README).
+    code_support = 0.75
+    # Normal rows far out along the code score higher too (the trimmed covariance is tighter),
+    # which widens the log scores' IQR: a fence at 2 IQR (on 2,000 fresh demo rows it flagged 111,
+    # 99 of the 100 anomalies among them; 3 IQR flagged 31, all anomalies; 1.5 flagged 153).
+    fence_iqrs = 2.0
+
+    def __init__(self, features, center, scale, hidden_units=(64, 32), bottleneck=8, noise=0.0, members=1, **kwargs):
         width = len(features)
         # === Layers ===
         standardize = Standardize(center, scale, name="standardize")
-        encoder = [layers.Dense(units, activation="relu", name=f"encoder_{i}") for i, units in enumerate(hidden_units)]
-        code_layer = layers.Dense(bottleneck, name="code")
+        encoder = [EnsembleDense(units, activation="relu", name=f"encoder_{i}") for i, units in enumerate(hidden_units)]
+        code_layer = EnsembleDense(bottleneck, name="code")
         decoder = [
-            layers.Dense(units, activation="relu", name=f"decoder_{i}") for i, units in enumerate(reversed(hidden_units))
+            EnsembleDense(units, activation="relu", name=f"decoder_{i}") for i, units in enumerate(reversed(hidden_units))
         ]
-        reconstruct = layers.Dense(width, dtype="float32", name="reconstruction")
+        reconstruct = EnsembleDense(width, dtype="float32", name="reconstruction")
 
         # === Functional Model ===
         rows = keras.Input(shape=(width,), name="rows")
-        target = standardize(rows)
+        target = Members(members, name="members")(standardize(rows))
         x = layers.GaussianNoise(noise, name="noise")(target) if noise > 0 else target
         for layer in encoder:
             x = layer(x)
@@ -216,13 +314,13 @@ class TabularAutoencoder(AnomalyModel):
         x = code
         for layer in decoder:
             x = layer(x)
-        error = ReconstructionError(name="error")(target, reconstruct(x))
+        error = ReconstructionError(members=True, name="error")(target, reconstruct(x))
         super().__init__(inputs=rows, outputs={"error": error, "code": code}, **kwargs)
 
         # === Config ===
         self.features = list(features)
         self.center, self.scale = list(center), list(scale)
-        self.hidden_units, self.bottleneck, self.noise = list(hidden_units), bottleneck, noise
+        self.hidden_units, self.bottleneck, self.noise, self.members = list(hidden_units), bottleneck, noise, int(members)
         self._add_calibration(bottleneck)
 
 
