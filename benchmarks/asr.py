@@ -37,7 +37,7 @@ from dlapps.shared.config import resolve  # noqa: E402
 
 # What FSDD needs, unless --set says otherwise: its 8 kHz rate (upsampling would only add empty
 # bands), 40 mel bins (a 256-point FFT has 129 bins), strings of up to 5 digits.
-BENCHMARK_DEFAULTS = {"sample_rate": 8000, "mel_bins": 40, "compose_max": 5, "batch_size": 32, "patience": 6}
+BENCHMARK_DEFAULTS = {"sample_rate": 8000, "mel_bins": 40, "compose_max": 5}
 
 
 # --- the peer: energy segmentation + MFCC statistics + SVM ---------------------------------------
@@ -181,6 +181,7 @@ def main() -> None:
     print(f"{'ours: CTC ' + config.rnn + ' ' + ','.join(map(str, config.rnn_units)) + ', greedy':<46} {ours['cer']:>7.4f} {ours['wer']:>7.4f} {single['sentence_accuracy']:>9.4f}")
     print(f"{'ours, beam ' + str(args.beam):<46} {beam['cer']:>7.4f} {beam['wer']:>7.4f}")
     print(f"{'peer: segmentation + MFCC statistics + SVM':<46} {peer_cer:>7.4f} {peer_wer:>7.4f} {peer_accuracy:>9.4f}")
+    print(f"load average at the end (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"trained {train_seconds:.0f} s, best epoch {metrics['best_epoch']} of {metrics['epochs_run']}; "
           f"predict real-time factor {real_time_factor:.4f} (greedy, batch 32, {ours['audio_seconds']:.0f} s of audio)")
     for row in ours["worst"]:
@@ -201,12 +202,13 @@ def main() -> None:
         "digit_accuracy": round(single["sentence_accuracy"], 4),
         "peer_digit_accuracy": round(peer_accuracy, 4),
         "real_time_factor": round(real_time_factor, 5),
+        "load_average": [round(v, 2) for v in os.getloadavg()],  # the machine is shared: how much of it we had
         "peer_seconds": round(peer_seconds, 1),
         "best_epoch": metrics["best_epoch"],
         "epochs_run": metrics["epochs_run"],
         "test_strings": len(composed_test),
         "test_clips": len(test),
-        "config": {k: getattr(config, k) for k in ("sample_rate", "mel_bins", "conv_filters", "subsample", "rnn", "rnn_units", "batch_size", "learning_rate", "compose_max")},
+        "config": {k: getattr(config, k) for k in ("sample_rate", "mel_bins", "hop_ms", "conv_filters", "subsample", "rnn", "rnn_units", "batch_size", "learning_rate", "lr_schedule", "compose_max", "patience")},
     }))
 
 

@@ -123,6 +123,32 @@ def test_in_graph_resampling_keeps_duration_and_matches_soxr():
     assert batch.shape == (2, 16000) and not np.asarray(batch)[1, 4000:].any()
 
 
+@pytest.mark.parametrize("container", ["WAV", "WAVEX"])
+def test_in_graph_wav_decoding_reads_every_pcm_and_float_encoding_as_soundfile_does(container):
+    import io
+
+    import soundfile
+    import tensorflow as tf
+
+    from dlapps.apps.asr.model import decode_wav
+
+    decode = tf.function(decode_wav, input_signature=[tf.TensorSpec([], tf.string)])
+    samples = np.clip(np.random.default_rng(0).normal(0, 0.4, (1001, 3)), -1, 1).astype(np.float32)
+    for subtype in audio.WAV_SUBTYPES:
+        buffer = io.BytesIO()
+        soundfile.write(buffer, samples, 11025, subtype=subtype, format=container)
+        expected, _ = soundfile.read(io.BytesIO(buffer.getvalue()), dtype="float32")
+        mono, rate = decode(tf.constant(buffer.getvalue()))
+        assert int(rate) == 11025, subtype
+        np.testing.assert_allclose(mono.numpy(), expected.mean(axis=1), atol=1e-6, err_msg=subtype)
+    mu_law = io.BytesIO()
+    soundfile.write(mu_law, samples, 8000, subtype="ULAW", format=container)
+    for data, message in ((mu_law.getvalue(), "unsupported WAV encoding"), (b"junk" * 10, "not a RIFF/WAVE file"),
+                          (audio.encode_wav(samples, 8000)[:30], "WAV without a fmt or data chunk")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            decode(tf.constant(data))
+
+
 # --- data ----------------------------------------------------------------------------------------
 
 
@@ -146,6 +172,22 @@ def test_demo_is_seeded_and_composed_utterances_join_clips():
         # the clips themselves, plus at least 50 ms before, between and after them
         assert len(clip) >= sum(len(words.clips[words.names.index(n)]) for n in name.split("+")) + 0.05 * RATE * (count + 1)
     assert {len(t.split()) for t in composed.transcripts} == {1, 2, 3}
+    # Training's compositions: edges from 0 ms, some without noise, so plain clips occur as well.
+    varied = asr_data.compose(words, 300, 3, np.random.default_rng(0), RATE, vary_edges=True)
+    plain = [any(np.array_equal(clip, word) for word in words.clips) for clip in varied.clips]
+    assert 5 <= sum(plain) <= 50 and sum(plain) < sum(len(t.split()) == 1 for t in varied.transcripts)
+    starts = [int(np.flatnonzero(np.abs(clip) > 1e-3)[0]) for clip in varied.clips]
+    assert min(starts) < 0.01 * RATE and max(starts) > 0.05 * RATE
+
+
+def test_fsdd_official_split_holds_out_recordings_0_to_4():
+    names = [f"{d}_{s}_{i}.wav" for d in range(2) for s in ("jackson", "theo") for i in range(8)]
+    speech = asr_data.SpeechSet([np.ones(10, np.float32)] * len(names), ["x"] * len(names), names)
+    train, test = asr_data.fsdd_official_split(speech)
+    assert {names[i].split("_")[2] for i in test} == {f"{i}.wav" for i in range(5)} and len(train) == 12
+    # No recording 0-4 (the local copy holds 5-49 only), or a name that is not FSDD's: no such split.
+    assert asr_data.fsdd_official_split(speech.subset(train)) is None
+    assert asr_data.fsdd_official_split(asr_data.SpeechSet([np.ones(10)], ["x"], ["a.wav"])) is None
 
 
 def test_every_local_format_reads(tmp_path):
@@ -187,7 +229,7 @@ def test_unusable_clips_are_skipped_with_a_count(tmp_path, capsys):
     # A transcript longer than the frames allow would make CTC infinite: left out before training.
     clips = asr_data.SpeechSet([np.full(1600, 0.1, np.float32)] * 2, ["a transcript far too long for 0.1 s", "ok"], ["tiny.wav", "b.wav"])
     kept = asr_data.drop_unalignable(clips, config(), "test")
-    assert kept.transcripts == ["ok"] and kept.skipped == [("tiny.wav", "transcript needs 36 output frames, the audio gives 5")]
+    assert kept.transcripts == ["ok"] and kept.skipped == [("tiny.wav", "transcript needs 36 output frames, the audio gives 3")]
     with pytest.raises(UserError, match="test: no usable utterances: all 1 skipped .first: tiny.wav: transcript needs 36"):
         asr_data.drop_unalignable(clips.subset([0]), config(), "test")
 
@@ -225,10 +267,10 @@ def test_characters_outside_the_alphabet_name_the_clip(tmp_path):
 from .contract import AppContract, predict_json, trained  # noqa: E402
 from .helpers import assert_ok, run_cli, saved_model_outputs  # noqa: E402
 
-TINY = ("--demo-size", "160", "--batch-size", "8", "--mel-bins", "32", "--conv-filters", "8", "--rnn-units", "64",
+TINY = ("--demo-size", "160", "--batch-size", "8", "--mel-bins", "32", "--conv-filters", "8", "--subsample", "2", "--rnn-units", "64",
         "--learning-rate", "0.01", "--freq-mask-bins", "4", "--dropout", "0")
 EPOCHS = 8
-# (words, rate, subtype, channels): the model rate as 16-bit PCM (what the WAV signature decodes),
+# (words, rate, subtype, channels): the model rate as 16-bit PCM,
 # 44.1 kHz float stereo and 8 kHz 24-bit (resampled by predict).
 SPOKEN = ((("seven", "two"), RATE, "PCM_16", 1), (("nine",), 44100, "FLOAT", 2), (("one", "zero", "five"), 8000, "PCM_24", 1))
 
@@ -309,8 +351,18 @@ def tiny_run(tmp_path_factory):
     return trained(tmp_path_factory, "asr", "--epochs", str(EPOCHS), *TINY)
 
 
+def test_learning_rate_decays_by_cosine_over_the_epochs(tiny_run):
+    import math
+
+    from .contract import history_column
+
+    rates = history_column(tiny_run, "learning_rate")
+    expected = [0.01 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * e / EPOCHS))) for e in range(len(rates))]
+    np.testing.assert_allclose(rates, expected, rtol=1e-4)
+
+
 def test_wav_signature_answers_as_predict_and_beam_and_stdin_work(tiny_run, tmp_path):
-    spoken = ((("eight", "three"), RATE, "PCM_16", 1), (("four",), RATE, "PCM_16", 2), (("six", "one"), 8000, "PCM_16", 1))
+    spoken = ((("eight", "three"), RATE, "PCM_24", 1), (("four",), RATE, "FLOAT", 2), (("six", "one"), 8000, "PCM_U8", 1))
     paths = write_inputs(tmp_path, spoken)
     exported = run_cli("asr", "export", "-m", tiny_run, "--out", tmp_path / "exported", "--json")
     assert_ok(exported)

@@ -96,6 +96,38 @@ class AsrApp(App):
         # Clipping: CTC gradients of recurrent stacks spike early in training.
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=5.0))
 
+    def callbacks(self, model, splits, config) -> list:
+        if config.lr_schedule == "constant":
+            return []
+        import math
+        import time
+
+        import keras
+
+        class CosineDecay(keras.callbacks.Callback):
+            """Cosine decay to 2% of --learning-rate over --epochs or --max-minutes, whichever ends
+            first, updated every batch: a time-limited run still ends its last epochs at a low
+            rate, which the early stop of a constant rate never reaches."""
+
+            def on_train_begin(self, logs=None):
+                self.started, self.epoch = time.time(), 0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+
+            def on_train_batch_begin(self, batch, logs=None):
+                progress = self.epoch / max(1, config.epochs)
+                if config.max_minutes:
+                    progress = max(progress, (time.time() - self.started) / (60 * config.max_minutes))
+                progress = min(progress, 1.0)
+                self.model.optimizer.learning_rate.assign(config.learning_rate * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))))
+
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:  # into history.csv: the rate the epoch ended at
+                    logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+
+        return [CosineDecay()]
+
     def datasets(self, model, splits, config):
         """(waveform, character ids) batches padded with zeros: similar lengths are batched
         together in training; with --compose-max > 1, training utterances are composed anew each
@@ -109,7 +141,7 @@ class AsrApp(App):
             # A new generator per epoch: a fresh order, and fresh compositions with --compose-max.
             rng = np.random.default_rng([config.seed, 2, next(epochs)])
             if config.compose_max > 1:
-                return asr_data.compose(splits.train, len(splits.train), config.compose_max, rng, config.sample_rate)
+                return asr_data.compose(splits.train, len(splits.train), config.compose_max, rng, config.sample_rate, vary_edges=True)
             return splits.train.subset(rng.permutation(len(splits.train)))
 
         epochs = iter(range(1 << 30))
@@ -289,7 +321,8 @@ class AsrApp(App):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="wav")])
         def transcribe_wav(wav):
-            """Encoded 16-bit PCM WAV files [batch] (any rate, mono or stereo) -> transcripts."""
+            """Encoded WAV files [batch] (8-bit unsigned, 16/24/32-bit PCM or 32/64-bit float; any
+            rate and channel count) -> transcripts."""
             return {"transcript": model.recognise(decode_wav_batch(wav, model.sample_rate), beam)["transcript"]}
 
         return {"serving_default": serving_default, "transcribe_wav": transcribe_wav}

@@ -11,6 +11,7 @@ class AsrConfig(TrainConfig):
     batch_size: int = default(32, help="utterances per step, summed over all devices")
     learning_rate: float = default(3e-3)
     patience: int = default(8)
+    lr_schedule: str = option("cosine", "learning rate over training: cosine decay to 2% by --epochs or --max-minutes, whichever ends first, or constant", choices=("cosine", "constant"))
     # --- data ---
     demo_size: int = option(800, "utterances the demo synthesiser generates (1-3 spoken-digit words each)", min=10, max=1_000_000)
     compose_max: int = option(1, "join 1..N clips per training utterance with short silences and noise, new each epoch (isolated-word sets such as FSDD); 1: clips as they are", min=1, max=20)
@@ -26,7 +27,7 @@ class AsrConfig(TrainConfig):
     hop_ms: float = option(10.0, "step between frames, in milliseconds", min=2.5, max=50)
     # --- model ---
     conv_filters: list[int] = option([32, 32], "filters of each 3x3 convolution (each halves the mel axis)", min=1, max=1024)
-    subsample: int = option(2, "frames per output step: the first log2(N) convolutions stride 2 in time", choices=(1, 2, 4))
+    subsample: int = option(4, "frames per output step: the first log2(N) convolutions stride 2 in time", choices=(1, 2, 4))
     rnn: str = option("gru", "recurrent cell of the bidirectional stack", choices=("gru", "lstm"))
     rnn_units: list[int] = option([160, 160], "units of each bidirectional recurrent layer, e.g. 256,256,256", min=1, max=4096)
     dropout: float = option(0.2, "dropout after the convolutions and between recurrent layers", min=0, below=1)

@@ -155,23 +155,35 @@ def demo(size: int, seed: int, rate: int) -> SpeechSet:
 # --- composing utterances from isolated words ----------------------------------------------------
 
 
-def compose(clips: SpeechSet, count: int, max_words: int, rng: np.random.Generator, rate: int) -> SpeechSet:
+def compose(clips: SpeechSet, count: int, max_words: int, rng: np.random.Generator, rate: int, vary_edges: bool = False) -> SpeechSet:
     """`count` utterances of 1..`max_words` random clips each, joined by 50-250 ms pauses, with
     50-200 ms around them and background noise 25-45 dB below the speech: continuous "speech"
-    from isolated-word recordings (FSDD), so CTC learns unsegmented word sequences."""
+    from isolated-word recordings (FSDD), so CTC learns unsegmented word sequences.
+
+    `vary_edges` (training and validation): each edge is 0 ms (half of the time) or 0-200 ms,
+    and a quarter of the utterances get no noise, so single clips as they are (trimmed to the
+    word, FSDD's recordings) are among them too; without it a model never hears a word start at
+    the first sample, and mis-reads plain clips."""
     out = SpeechSet([], [], [], clips.skipped)
+
+    def edge():
+        if not vary_edges:
+            return np.zeros(int(rng.uniform(0.05, 0.2) * rate), np.float32)
+        return np.zeros(0 if rng.uniform() < 0.5 else int(rng.uniform(0, 0.2) * rate), np.float32)
+
     for _ in range(count):
         chosen = rng.integers(0, len(clips), rng.integers(1, max_words + 1))
-        pieces = [np.zeros(int(rng.uniform(0.05, 0.2) * rate), np.float32)]
+        pieces = [edge()]
         for position, index in enumerate(chosen):
             if position:
                 pieces.append(np.zeros(int(rng.uniform(0.05, 0.25) * rate), np.float32))
             pieces.append(clips.clips[index])
-        pieces.append(np.zeros(int(rng.uniform(0.05, 0.2) * rate), np.float32))
+        pieces.append(edge())
         wave = np.concatenate(pieces)
-        speech_rms = max(float(np.sqrt(np.mean(wave**2))), 1e-4)
-        wave = wave + rng.normal(0, speech_rms / 10 ** (rng.uniform(25, 45) / 20), len(wave)).astype(np.float32)
-        out.clips.append(np.clip(wave, -1, 1).astype(np.float32))
+        if not vary_edges or rng.uniform() >= 0.25:
+            speech_rms = max(float(np.sqrt(np.mean(wave**2))), 1e-4)
+            wave = wave + rng.normal(0, speech_rms / 10 ** (rng.uniform(25, 45) / 20), len(wave)).astype(np.float32)
+        out.clips.append(trim_trailing_zeros(np.clip(wave, -1, 1).astype(np.float32)))
         out.transcripts.append(" ".join(clips.transcripts[i] for i in chosen))
         out.names.append("+".join(Path(clips.names[i]).name for i in chosen))
     return out
@@ -451,7 +463,7 @@ def load_splits(config) -> tuple[SpeechSet, SpeechSet, dict]:
         train_index, val_index = official or data_lib.split_indices(len(speech), config.val_fraction, config.seed)
         speech, val = speech.subset(train_index), speech.subset(val_index)
     if config.compose_max > 1 and len(val):
-        val = compose(val, len(val), config.compose_max, np.random.default_rng([config.seed, 1]), config.sample_rate)
+        val = compose(val, len(val), config.compose_max, np.random.default_rng([config.seed, 1]), config.sample_rate, vary_edges=True)
     if config.alphabet:
         check_alphabet(speech, config.alphabet)
         check_alphabet(val, config.alphabet)

@@ -309,15 +309,94 @@ def fft_resample(samples, from_rate, to_rate: int):
     return tf.signal.irfft(spectrum, fft_length=[m]) * tf.cast(m, tf.float32) / tf.cast(tf.maximum(n, 1), tf.float32)
 
 
+def _little_endian(data, offset, size: int):
+    """The unsigned little-endian integer of `size` (2 or 4) bytes at `offset` of a string tensor,
+    as int64 (a 4-byte 0xFFFFFFFF, streamed WAV's unknown size, stays positive)."""
+    import tensorflow as tf
+
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, size), tf.uint8), tf.int64)
+    return tf.reduce_sum(raw * tf.constant([1, 256, 65536, 16777216][:size], tf.int64))
+
+
+def _find_chunk(data, name: str):
+    """(offset of its body, its size) of the first RIFF chunk `name`, or (-1, 0): chunks are
+    walked from byte 12 (each: 4-byte id, 4-byte size, body padded to an even length)."""
+    import tensorflow as tf
+
+    length = tf.cast(tf.strings.length(data), tf.int64)
+
+    def body(offset, found, size):
+        hit = tf.equal(tf.strings.substr(data, offset, 4), name)
+        chunk = _little_endian(data, offset + 4, 4)
+        return offset + 8 + chunk + chunk % 2, tf.where(hit, offset + 8, found), tf.where(hit, chunk, size)
+
+    _, found, size = tf.while_loop(lambda offset, found, size: (offset + 8 <= length) & (found < 0), body,
+                                   (tf.constant(12, tf.int64), tf.constant(-1, tf.int64), tf.constant(0, tf.int64)))
+    return found, size
+
+
+def decode_wav(data):
+    """One encoded WAV file (a scalar string tensor) -> (mono float32 samples, sample rate), in
+    the graph: 8-bit unsigned, 16/24/32-bit PCM and 32/64-bit float, plain or
+    WAVE_FORMAT_EXTENSIBLE, channels averaged (tf.audio.decode_wav reads 16-bit PCM only). Another
+    encoding, or bytes that are not RIFF/WAVE, is an InvalidArgumentError naming the problem."""
+    import tensorflow as tf
+
+    length = tf.cast(tf.strings.length(data), tf.int64)
+    # Ops run in parallel, so no read may fail before the checks do: header fields are read from
+    # a zero-padded copy at offsets clamped into it, and the data chunk's span is clamped too.
+    padded = data + tf.constant(b"\0" * 48)
+    fmt, fmt_size = _find_chunk(data, "fmt ")
+    body, size = _find_chunk(data, "data")
+    checks = [
+        tf.debugging.assert_equal(tf.strings.substr(padded, 0, 4) + tf.strings.substr(padded, 8, 4), "RIFFWAVE",
+                                  message="not a RIFF/WAVE file"),
+        tf.debugging.assert_non_negative(tf.minimum(fmt, body), message="WAV without a fmt or data chunk"),
+    ]
+    fmt, body = tf.maximum(fmt, 0), tf.maximum(body, 0)
+    code = _little_endian(padded, fmt, 2)
+    # WAVE_FORMAT_EXTENSIBLE: the real format code opens the SubFormat GUID, 24 bytes in.
+    code = tf.where(tf.equal(code, 0xFFFE) & (fmt_size >= 26), _little_endian(padded, fmt + 24, 2), code)
+    channels = tf.maximum(_little_endian(padded, fmt + 2, 2), 1)
+    rate = tf.cast(_little_endian(padded, fmt + 4, 4), tf.int32)
+    bits = _little_endian(padded, fmt + 14, 2)
+    # format code * 1000 + bits per sample (code 1: PCM, 3: IEEE float), in the order of `decoders`
+    kinds = tf.constant([1008, 1016, 1024, 1032, 3032, 3064], tf.int64)
+    matches = tf.equal(kinds, code * 1000 + bits)
+    with tf.control_dependencies(checks):  # only then is the format code worth naming
+        supported = tf.debugging.assert_equal(tf.reduce_any(matches), True, message=(
+            "unsupported WAV encoding (8-bit unsigned, 16/24/32-bit PCM and 32/64-bit float are read)"))
+    frame_bytes = channels * tf.maximum(bits // 8, 1)
+    # A streamed file's data size (0xFFFFFFFF) or a truncated file: what is there, whole frames only.
+    size = tf.maximum(tf.minimum(size, length - body), 0)
+    with tf.control_dependencies([supported]):
+        raw = tf.strings.substr(data, body, size - size % frame_bytes)
+
+    def pcm24():
+        triples = tf.reshape(tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.int32), [-1, 3])
+        value = triples[:, 0] + triples[:, 1] * 256 + triples[:, 2] * 65536
+        return tf.cast(value - tf.cast(value >= 8388608, tf.int32) * 16777216, tf.float32) / 8388608.0
+
+    decoders = [
+        lambda: (tf.cast(tf.io.decode_raw(raw, tf.uint8), tf.float32) - 128.0) / 128.0,
+        lambda: tf.cast(tf.io.decode_raw(raw, tf.int16), tf.float32) / 32768.0,
+        pcm24,
+        lambda: tf.cast(tf.io.decode_raw(raw, tf.int32), tf.float32) / 2147483648.0,
+        lambda: tf.io.decode_raw(raw, tf.float32),
+        lambda: tf.cast(tf.io.decode_raw(raw, tf.float64), tf.float32),
+    ]
+    interleaved = tf.switch_case(tf.argmax(tf.cast(matches, tf.int32), output_type=tf.int32), decoders)
+    mono = tf.reduce_mean(tf.reshape(interleaved, tf.stack([-1, tf.cast(channels, tf.int32)])), axis=1)
+    return mono, rate
+
+
 def decode_wav_batch(wavs, sample_rate: int):
     """Encoded WAV files (a 1-D string tensor) -> zero-padded mono float32 waveforms [batch,
-    samples] at `sample_rate`, in the graph: TensorFlow's decoder (16-bit PCM), channels averaged,
-    resampled when the file's rate differs."""
+    samples] at `sample_rate`, in the graph (`decode_wav`), resampled when a file's rate differs."""
     import tensorflow as tf
 
     def one(wav):
-        samples, rate = tf.audio.decode_wav(wav)
-        mono = tf.reduce_mean(samples, axis=1)
+        mono, rate = decode_wav(wav)
         return tf.cond(tf.equal(rate, sample_rate), lambda: mono, lambda: fft_resample(mono, rate, sample_rate))
 
     waves = tf.map_fn(one, wavs, fn_output_signature=tf.RaggedTensorSpec(shape=[None], dtype=tf.float32, ragged_rank=0))
