@@ -112,6 +112,25 @@ def test_ground_truth_scored_as_predictions_gives_map_one(tmp_path):
     assert coco_scores(truth, shifted, list(truth.class_names))["map50"] == pytest.approx(0.0)
 
 
+def test_kept_epoch_has_the_best_map50_to_three_decimals_then_the_best_map():
+    from dlapps.apps.detect.app import selection_score
+
+    # mAP@0.5 saturated (equal to three decimals): the epoch with the tighter boxes is kept
+    assert selection_score(0.9998, 0.85) > selection_score(1.0, 0.80)
+    # otherwise a better mAP@0.5 wins, whatever mAP@[.5:.95] says
+    assert selection_score(1.0, 0.30) > selection_score(0.999, 0.90)
+    assert selection_score(0.951, 0.0) > selection_score(0.95, 1.0)
+
+
+def test_yolo_keeps_the_lowest_validation_loss_and_faster_rcnn_the_best_validation_map():
+    from dlapps.apps.detect.app import APP
+    from dlapps.apps.detect.config import DetectConfig
+
+    assert APP.checkpoint_selection(DetectConfig(arch="yolo"))[:2] == ("val_loss", "min")
+    assert APP.checkpoint_selection(DetectConfig(arch="faster-rcnn"))[:2] == ("val_selection", "max")
+    assert APP.checkpoint_selection(DetectConfig(arch="faster-rcnn", val_fraction=0))[:2] == ("loss", "min")
+
+
 # --- data ----------------------------------------------------------------------------------------
 
 
