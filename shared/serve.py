@@ -450,18 +450,18 @@ class Batcher:
         self.tasks: set = set()
 
     @staticmethod
-    def joinable(request: ParsedRequest) -> bool:
-        """Inputs with a shared batch dimension, and outputs with one and a fixed size beyond it:
-        a variable size (detections, generated images up to the longest count) would be padded to
-        the longest row of the joined call, so a request's answer would depend on its neighbours."""
-        outputs = request.function.structured_outputs
-        return request.rows() is not None and all(
-            s.shape.rank and s.shape[0] is None and None not in s.shape.as_list()[1:] for s in outputs.values())
+    def splittable_outputs(request: ParsedRequest) -> bool:
+        """Outputs with a batch dimension and a fixed size beyond it: a variable size (detections,
+        generated images up to the longest count) would be padded to the longest row of the joined
+        call, so a request's answer would depend on its neighbours."""
+        return all(s.shape.rank and s.shape[0] is None and None not in s.shape.as_list()[1:]
+                   for s in request.function.structured_outputs.values())
 
     async def answer(self, servable: Servable, request: ParsedRequest) -> dict:
         from starlette.concurrency import run_in_threadpool
 
-        if not self.joinable(request):
+        rows = request.rows()  # None: inputs without a shared batch dimension
+        if rows is None or not self.splittable_outputs(request):
             async with self.slots:
                 return await run_in_threadpool(predict_parsed, request)
         key = (id(servable), request.signature,
@@ -472,13 +472,13 @@ class Batcher:
             # lone client 13% of its requests/s in benchmarks/serve.py).
             self.running[key] = self.running.get(key, 0) + 1
             try:
-                self.observe(1, request.rows())
+                self.observe(1, rows)
                 async with self.slots:
                     return await run_in_threadpool(predict_parsed, request)
             finally:
                 self._finished(key)
         future = asyncio.get_running_loop().create_future()
-        queue.append(_Waiting(request, request.rows(), future, servable))
+        queue.append(_Waiting(request, rows, future, servable))
         if self.running.get(key, 0) < self.parallel:
             self._start(key)
         return await future

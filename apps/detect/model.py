@@ -628,6 +628,8 @@ def load_backbone_weights(model: Detector, weights: str) -> str:
     """Initialises the backbone: ``none`` keeps the random weights, ``imagenet`` (keras.applications
     download or cache) or a weights file loads a reference backbone whose layers are copied by name.
     Returns what was loaded, for the log."""
+    from dlapps.shared.training import first_line
+
     if weights == "none":
         return "random initialisation"
     described = model.backbone_name + (f" alpha {model.alpha:g}" if PRETRAINED_BACKBONES[model.backbone_name][2] else "")
@@ -642,7 +644,7 @@ def load_backbone_weights(model: Detector, weights: str) -> str:
             warnings.simplefilter("ignore")
             reference = make_backbone(model.backbone_name, model.image_size, model.alpha, weights=source)
     except Exception as error:  # no network, a file for another backbone, ...
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        first = first_line(error, 160)
         if weights == "imagenet":
             raise UserError(f"--weights imagenet: could not get ImageNet weights for {described} ({first}); "
                             "offline, pass --weights PATH of a local weights file or --weights none")
