@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -521,16 +522,20 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
         if loop:
             loop_fit(model, train_ds, val_ds, strategy, stage.epochs, callbacks, backup, steps_per_epoch=steps, verbose=verbose)
         else:
-            model.fit(
-                train_ds,
-                validation_data=val_ds,
-                epochs=stage.epochs,
-                steps_per_epoch=steps,
-                # the backup last: an epoch it counts as done has its history row and checkpoint
-                callbacks=[*callbacks, keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
-                shuffle=False,  # input pipelines shuffle themselves (seeded), see shared.data
-                verbose=verbose,
-            )
+            with warnings.catch_warnings():
+                # A pipeline of unknown size (bucket_by_length) ends each epoch by running out, as meant;
+                # Keras would warn after the first epoch that it "ran out of data".
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    epochs=stage.epochs,
+                    steps_per_epoch=steps,
+                    # the backup last: an epoch it counts as done has its history row and checkpoint
+                    callbacks=[*callbacks, keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)],
+                    shuffle=False,  # input pipelines shuffle themselves (seeded), see shared.data
+                    verbose=verbose,
+                )
         if guard.nan_epoch is not None:
             shutil.rmtree(run.staging, ignore_errors=True)
             raise UserError(
