@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--tgt", default="", help="target language (file suffix)")
     parser.add_argument("--reverse", action="store_true", help="TSV: translate the second column into the first")
     parser.add_argument("--test", help="held-out PREFIX (PREFIX.SRC + PREFIX.TGT) or TSV; default: the validation split")
-    parser.add_argument("--minutes", type=float, default=10.0, help="training time budget per architecture")
+    parser.add_argument("--minutes", type=float, default=45.0, help="training time budget per architecture (the targets are for 45)")
     parser.add_argument("--arch", default="both", choices=("rnn", "transformer", "both"))
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--max-pairs", type=int, default=0, help="use only the first N training pairs (0: all)")
