@@ -55,6 +55,20 @@ def run_gensim(sentences, args):
     return model, vocab_seconds, time.time() - started
 
 
+def train_ours(config, analogies, similarity, restrict_vocab):
+    """Trains one model through the app (``dlapps word2vec train``'s code path) and scores it."""
+    from dlapps.apps.word2vec.app import APP, Word2VecEvaluateOptions
+    from dlapps.shared import training
+
+    started = time.time()
+    metrics = training.train(APP, config)
+    wall = time.time() - started
+    model = training.load_model(config.out, "word2vec")
+    options = Word2VecEvaluateOptions(analogies=str(analogies or ""), similarity=[str(p) for p in similarity],
+                                      restrict_vocab=restrict_vocab)
+    return metrics, APP.evaluate(model, options, options), wall
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", required=True, help="text file or folder")
@@ -70,12 +84,14 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     parser.add_argument("--batch-size", type=int, default=Word2VecConfig.batch_size)
     parser.add_argument("--row-update-cap", type=float, default=Word2VecConfig.row_update_cap)
+    parser.add_argument("--shared-negatives", type=int, default=Word2VecConfig.shared_negatives)
     parser.add_argument("--restrict-vocab", type=int, default=30000)
     parser.add_argument("--token-pattern", default="[a-z]+")
     parser.add_argument("--max-files", type=int, default=0, help="use only the first N files of a corpus folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed (ours: SEED..SEED+N-1; gensim: SEED)")
+    parser.add_argument("--seeds", type=int, default=1, help="train this many of our models (seeds) on the same corpus")
     parser.add_argument("--gensim-evaluator", action="store_true", help="also score gensim's analogies with its own (slow) evaluator")
-    parser.add_argument("--out", default="", help="our run folder (default: a temporary folder)")
+    parser.add_argument("--out", default="", help="our run folder (default: a temporary folder); with --seeds N, OUT/seed-S")
     args = parser.parse_args()
     if os.environ.get("PYTHONHASHSEED") is None:
         print("note: PYTHONHASHSEED is not set, so gensim's initial vectors differ between runs")
@@ -84,29 +100,29 @@ def main():
 
     with tempfile.TemporaryDirectory() as scratch:
         corpus = corpus_folder(args.corpus, args.max_files, scratch)
-        out = args.out or str(Path(scratch) / "run")
-        config = Word2VecConfig(
-            data=corpus, out=out, epochs=args.epochs, model=args.model, dim=args.dim, window=args.window,
-            negative=args.negative, min_count=args.min_count, sample=args.sample, batch_size=args.batch_size,
-            row_update_cap=args.row_update_cap, token_pattern=args.token_pattern, seed=args.seed,
-        )
+        base = dict(data=corpus, epochs=args.epochs, model=args.model, dim=args.dim, window=args.window,
+                    negative=args.negative, min_count=args.min_count, sample=args.sample, batch_size=args.batch_size,
+                    row_update_cap=args.row_update_cap, shared_negatives=args.shared_negatives, token_pattern=args.token_pattern)
         # the same sentences for gensim, from the app's own tokeniser
-        sentences, source = w2v_data.read_corpus(config)
+        sentences, source = w2v_data.read_corpus(Word2VecConfig(**base))
         words = sum(len(s) for s in sentences)
         print(f"corpus {source}: {words} words in {len(sentences)} sentences")
 
         gensim_model, gensim_vocab_seconds, gensim_seconds = run_gensim(sentences, args)
-        print(f"gensim: {gensim_seconds:.1f} s training, vocabulary {len(gensim_model.wv)}")
+        print(f"gensim: {gensim_seconds:.1f} s training, vocabulary {len(gensim_model.wv)}", flush=True)
         del sentences
 
-        started = time.time()
-        metrics = app.train(config)
-        our_wall = time.time() - started
-        ours_seconds = metrics["train_seconds"]
-
-        similarity = args.similarity
         analogies = Path(args.analogies) if args.analogies else None
-        ours = app.evaluate(out, analogies, [Path(p) for p in similarity], args.restrict_vocab)
+        similarity = args.similarity
+        runs = []
+        for seed in range(args.seed, args.seed + args.seeds):
+            folder = Path(args.out or Path(scratch) / "run")
+            out = folder / f"seed-{seed}" if args.seeds > 1 else folder
+            metrics, ours, wall = train_ours(Word2VecConfig(**base, out=str(out), seed=seed), analogies, similarity,
+                                             args.restrict_vocab)
+            runs.append({"seed": seed, "train_seconds": metrics["train_seconds"], "wall": wall, **ours})
+            print(f"ours, seed {seed}: {metrics['train_seconds']:.1f} s training", flush=True)
+
         peer_vectors = app.Vectors(list(gensim_model.wv.index_to_key), gensim_model.wv.vectors)
         peer = {"vocabulary_size": len(gensim_model.wv)}
         if analogies:
@@ -118,44 +134,63 @@ def main():
         for result, path in zip(peer["similarity"], similarity):
             result["gensim_own_spearman"] = float(gensim_model.wv.evaluate_word_pairs(path)[1].statistic)
 
-    ours_rate, peer_rate = words * args.epochs / ours_seconds, words * args.epochs / gensim_seconds
-    rows = [("training seconds", ours_seconds, gensim_seconds), ("words per second", ours_rate, peer_rate),
-            ("vocabulary", ours["vocabulary_size"], peer["vocabulary_size"])]
-    if analogies:
-        rows.append((f"analogy accuracy ({ours['analogies']['questions']} / {peer['analogies']['questions']} usable)",
-                     ours["analogies"]["accuracy"], peer["analogies"]["accuracy"]))
-    for mine, theirs in zip(ours.get("similarity", []), peer["similarity"]):
-        rows.append((f"Spearman {Path(mine['file']).name} ({mine['pairs']} pairs)", mine["spearman"], theirs["spearman"]))
-    print()
-    print(f"{'figure':<46} {'ours':>12} {'gensim':>12} {'ours/gensim':>12}")
-    for name, mine, theirs in rows:
-        ratio = mine / theirs if theirs else float("nan")
-        print(f"{name:<46} {mine:>12.4f} {theirs:>12.4f} {ratio:>12.3f}")
+    def figures(run):
+        """name -> (ours, gensim) for one of our runs."""
+        rows = {"training seconds": (run["train_seconds"], gensim_seconds),
+                "words per second": (words * args.epochs / run["train_seconds"], words * args.epochs / gensim_seconds),
+                "vocabulary": (run["vocabulary_size"], peer["vocabulary_size"])}
+        if analogies:
+            rows[f"analogy accuracy ({run['analogies']['questions']} / {peer['analogies']['questions']} usable)"] = (
+                run["analogies"]["accuracy"], peer["analogies"]["accuracy"])
+        for mine, theirs in zip(run.get("similarity", []), peer["similarity"]):
+            rows[f"Spearman {Path(mine['file']).name} ({mine['pairs']} pairs)"] = (mine["spearman"], theirs["spearman"])
+        return rows
+
+    for run in runs:
+        print()
+        print(f"{'figure, seed ' + str(run['seed']):<46} {'ours':>12} {'gensim':>12} {'ours/gensim':>12}")
+        for name, (mine, theirs) in figures(run).items():
+            ratio = mine / theirs if theirs else float("nan")
+            print(f"{name:<46} {mine:>12.4f} {theirs:>12.4f} {ratio:>12.3f}")
+        print(f"ours: wall {run['wall']:.1f} s including reading and writing files")
     if analogies and args.gensim_evaluator:
         print(f"gensim's own evaluate_word_analogies on its vectors: {peer['analogies']['gensim_own_evaluator']:.4f}")
     for theirs in peer["similarity"]:
         print(f"gensim's own evaluate_word_pairs Spearman on {Path(theirs['file']).name}: {theirs['gensim_own_spearman']:.4f}")
-    print(f"ours: wall {our_wall:.1f} s including reading and writing files; gensim vocabulary build {gensim_vocab_seconds:.1f} s")
+    print(f"gensim vocabulary build {gensim_vocab_seconds:.1f} s")
 
-    value = ours["analogies"]["accuracy"] if analogies else ours["similarity"][0]["spearman"]
+    def headline(run):
+        return run["analogies"]["accuracy"] if analogies else run["similarity"][0]["spearman"]
+
+    def summary(values):
+        return {"each": [round(v, 4) for v in values], "mean": round(sum(values) / len(values), 4),
+                "spread": round(max(values) - min(values), 4)}
+
+    values = [headline(run) for run in runs]
+    seconds = [run["train_seconds"] for run in runs]
     peer_value = peer["analogies"]["accuracy"] if analogies else peer["similarity"][0]["spearman"]
     print(json.dumps({
         "app": "word2vec",
         "data": args.corpus + (f" (first {args.max_files} files)" if args.max_files else ""),
         "test": args.analogies or similarity[0],
         "metric": f"analogy accuracy (restrict_vocab {args.restrict_vocab})" if analogies else "similarity Spearman",
-        "value": round(value, 4),
+        "value": round(sum(values) / len(values), 4),
+        "seeds": {"seed": [run["seed"] for run in runs], "value": summary(values), "train_seconds": summary(seconds)},
         "peer": f"gensim Word2Vec ({args.workers} workers)",
         "peer_value": round(peer_value, 4),
-        "train_seconds": round(ours_seconds, 1),
+        "value_ratio": round(sum(values) / len(values) / peer_value, 4) if peer_value else None,
+        "train_seconds": round(sum(seconds) / len(seconds), 1),
         "peer_seconds": round(gensim_seconds, 1),
+        "time_ratio": round(sum(seconds) / len(seconds) / gensim_seconds, 3),
         "words": words,
-        "words_per_second": round(ours_rate),
-        "peer_words_per_second": round(peer_rate),
-        "analogy_questions": ours["analogies"]["questions"] if analogies else None,
-        "similarity": {Path(m["file"]).name: {"ours": round(m["spearman"], 4), "peer": round(t["spearman"], 4)}
-                       for m, t in zip(ours.get("similarity", []), peer["similarity"])},
-        "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
+        "words_per_second": round(words * args.epochs * len(seconds) / sum(seconds)),
+        "peer_words_per_second": round(words * args.epochs / gensim_seconds),
+        "analogy_questions": runs[0]["analogies"]["questions"] if analogies else None,
+        "similarity": {Path(theirs["file"]).name: {"ours": summary([run["similarity"][i]["spearman"] for run in runs]),
+                                                    "peer": round(theirs["spearman"], 4)}
+                       for i, theirs in enumerate(peer["similarity"])},
+        "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "shared_negatives": args.shared_negatives,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }))
 
 

@@ -33,6 +33,7 @@ class TestContract(AppContract):
         ({"ok.txt": b"a b a b a b a b a b a b"}, ["--data", "{tmp}/ok.txt", "--token-pattern", "[a-"], ["--token-pattern", "not a valid regular expression"]),
         ({}, ["--model", "skipgrm"], ["model must be one of", "did you mean 'skipgram'"]),
         ({}, ["--window", "0"], ["--window must be between 1 and 100"]),
+        ({}, ["--batch-size", "500", "--shared-negatives", "8"], ["--batch-size 500", "not a multiple", "--shared-negatives 8"]),
     ]
 
     def evaluate_args(self, tmp_path):
@@ -220,6 +221,132 @@ def test_subsampling_drops_frequent_words_at_the_expected_rate():
         assert contexts.max() <= 2 * window
     np.testing.assert_allclose(kept[:4] / counts[:4], keep[:4], rtol=0.03)
     assert kept[4:].sum() == counts[4:].sum()
+
+
+def test_shared_negatives_batches_pad_the_last_batch():
+    from dlapps.apps.word2vec.data import Corpus, epoch_batches, keep_probabilities, negative_cdf
+
+    counts = np.array([50] * 40, dtype=np.int64)
+    ids = np.random.default_rng(2).permutation(np.repeat(np.arange(40, dtype=np.int32), counts))  # 2,000 words
+    corpus = Corpus(ids, np.arange(len(ids), dtype=np.int32) // 30, keep_probabilities(counts, 0), negative_cdf(counts))
+    window, centres = 3, 0
+    batches = list(epoch_batches(corpus, epoch=0, epochs=1, batch_size=96, window=window, negative=4,
+                                 learning_rate=0.025, min_learning_rate=1e-4, seed=0, share=8, chunk=384))
+    for batch in batches:
+        size = len(batch["mask"])
+        assert size % 8 == 0 and batch["negatives"].shape == (size // 8, 4) and len(batch["tokens"]) == size + 2 * window
+        centres += size
+    # 2,000 centres: the last batch (2000 - 20 * 96 = 80) needs no padding; a 1,999-word corpus does
+    assert centres == 2000 and len(batches) == 21
+    short = Corpus(ids[:-1], corpus.sentence_ids[:-1], corpus.keep, corpus.cdf)
+    last = list(epoch_batches(short, epoch=0, epochs=1, batch_size=96, window=window, negative=4, learning_rate=0.025,
+                              min_learning_rate=1e-4, seed=0, share=8, chunk=384))[-1]
+    assert len(last["mask"]) == 80 and not last["mask"][79].any() and last["mask"][:79].any(axis=1).sum() > 70
+    assert list(last["tokens"][-window - 1:]) == [0] * (window + 1)  # the corpus end's margin, then the padded centre
+    # the tf.data pipeline hands the generator's batches over in stacked groups and splits them again
+    from dlapps.apps.word2vec.config import Word2VecConfig
+    from dlapps.apps.word2vec.data import make_training_dataset
+
+    config = Word2VecConfig(batch_size=96, window=window, negative=4, shared_negatives=8, epochs=1, learning_rate=0.025)
+    direct = list(epoch_batches(short, epoch=0, epochs=1, batch_size=96, window=window, negative=4, learning_rate=0.025,
+                                min_learning_rate=config.min_learning_rate, seed=config.seed, share=8))
+    piped = list(make_training_dataset(short, config, {"epoch": 0}, group=5).as_numpy_iterator())
+    assert len(piped) == len(direct) == 21
+    for ours, theirs in zip(piped, direct):
+        assert all(np.array_equal(ours[key], theirs[key]) for key in theirs)
+
+
+def _reference_step(word, context, tokens, mask, negatives, rate, objective, cap):
+    """One batch of gensim's updates written pair by pair from the batch's starting vectors
+    (the step applies them summed), with the per-row cap: what the Keras step must produce."""
+    window, size, share = mask.shape[1] // 2, len(mask), len(mask) // len(negatives)
+    offsets = [o for o in range(-window, window + 1) if o]
+    d_word, d_context = np.zeros_like(word), np.zeros_like(context)
+    n_word, n_context = np.zeros(len(word)), np.zeros(len(context))
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    for b in range(size):
+        centre = tokens[window + b]
+        targets = [(centre, 1.0, 1.0)] + [(n, 0.0, float(n != centre)) for n in negatives[b // share]]
+        contexts = [tokens[window + b + o] for j, o in enumerate(offsets) if mask[b, j]]
+        if objective == "skipgram":
+            for x in contexts:
+                n_word[x] += 1
+                for t, label, weight in targets:
+                    g = (label - sigmoid(word[x] @ context[t])) * weight * rate
+                    d_word[x] += g * context[t]
+                    d_context[t] += g * word[x]
+                    n_context[t] += weight
+        elif contexts:
+            hidden = np.mean([word[x] for x in contexts], axis=0)
+            d_hidden = np.zeros_like(hidden)
+            for t, label, weight in targets:
+                g = (label - sigmoid(hidden @ context[t])) * weight * rate
+                d_hidden += g * context[t]
+                d_context[t] += g * hidden
+                n_context[t] += weight
+            for x in contexts:
+                d_word[x] += d_hidden
+                n_word[x] += 1
+    if cap:
+        d_word /= np.maximum(1, n_word / cap)[:, None]
+        d_context /= np.maximum(1, n_context / cap)[:, None]
+    return word + d_word, context + d_context
+
+
+@pytest.mark.parametrize("objective, share, cap", [("skipgram", 1, 0), ("skipgram", 2, 3), ("cbow", 2, 0), ("cbow", 1, 2)])
+def test_train_step_matches_pairwise_reference(objective, share, cap):
+    import keras
+    import tensorflow as tf
+
+    from dlapps.apps.word2vec.model import Word2Vec
+
+    rng = np.random.default_rng(3)
+    vocabulary, window, size, dim = [f"w{i}" for i in range(9)], 2, 6, 4
+    model = Word2Vec(vocabulary, [10] * 9, dim=dim, objective=objective, row_update_cap=cap)
+    model.context_embedding.embeddings.assign(rng.normal(0, 0.5, (9, dim)).astype(np.float32))
+    model.word_embedding.embeddings.assign(rng.normal(0, 0.5, (9, dim)).astype(np.float32))
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    tokens = rng.integers(0, 9, size + 2 * window).astype(np.int32)  # repeats: rows updated by several pairs
+    mask = (rng.random((size, 2 * window)) < 0.7).astype(np.float32)
+    mask[0] = 0  # a centre without context
+    negatives = rng.integers(0, 9, (size // share, 3)).astype(np.int32)
+    negatives[0, 0] = tokens[window]  # a negative equal to its centre is skipped
+    word, context = model.vectors(), keras.ops.convert_to_numpy(model.context_embedding.embeddings)
+    batch = {"tokens": tokens, "mask": mask, "negatives": negatives, "learning_rate": np.float32(0.2)}
+    model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0, shuffle=False)
+    expected_word, expected_context = _reference_step(word, context, tokens, mask, negatives, 0.2, objective, cap)
+    np.testing.assert_allclose(model.vectors(), expected_word, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.context_embedding.embeddings), expected_context, atol=1e-5)
+
+
+def test_training_keeps_freed_memory_and_restores_glibc_defaults():
+    """With the settings of `keep_freed_memory`, repeated 3 MiB temporaries reuse freed memory
+    instead of faulting fresh pages in each time (glibc only: elsewhere it does nothing)."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mallopt")
+    script = """
+import resource
+import numpy as np
+from dlapps.shared.runtime import keep_freed_memory
+
+def faults():
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        np.ones(3 << 18, np.float32)  # 3 MiB (768 pages) written; from 4 MiB numpy asks for huge pages
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+
+restore = keep_freed_memory()
+kept = faults()
+restore()  # glibc's defaults: blocks above 128 KiB are mapped and unmapped one by one
+print(kept, faults())
+"""
+    import subprocess
+    import sys
+
+    kept, default = map(int, subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    assert default > 20 * 700 and kept < 1000, (kept, default)
 
 
 # --- bad input: one line, exit 2, nothing overwritten ---------------------------------------------

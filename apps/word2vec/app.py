@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dlapps.shared import runtime
 from dlapps.shared.app import App, Splits
 from dlapps.shared.config import EvaluateOptions, ExportOptions, PredictOptions, option
 from dlapps.shared.embeddings import write_word2vec
@@ -69,6 +70,10 @@ class Word2VecApp(App):
                           "per-batch learning rate, which tf.distribute cannot split across replicas; use --strategy default")
 
     # --- train ---
+    def check_config(self, config) -> None:
+        if config.batch_size % config.shared_negatives:
+            raise UserError(f"--batch-size {config.batch_size} is not a multiple of --shared-negatives {config.shared_negatives}")
+
     def load_splits(self, config) -> Splits:
         sentences, source = w2v_data.read_corpus(config)
         vocabulary, counts = w2v_data.build_vocabulary(sentences, config.min_count, config.max_vocab, config.window, source)
@@ -113,7 +118,16 @@ class Word2VecApp(App):
             def on_epoch_begin(self, number, logs=None):
                 epoch["epoch"] = number
 
-        return [EpochNumber()]
+        class KeepFreedMemory(keras.callbacks.Callback):
+            """glibc settings for the length of training (see `shared.runtime.keep_freed_memory`)."""
+
+            def on_train_begin(self, logs=None):
+                self.restore = runtime.keep_freed_memory()
+
+            def on_train_end(self, logs=None):
+                self.restore()
+
+        return [EpochNumber(), KeepFreedMemory()]
 
     def describe_training(self, model, splits, config) -> str:
         return f"Training {config.model}, dim {config.dim}, vocabulary {len(model.vocabulary)}"

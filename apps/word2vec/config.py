@@ -29,5 +29,6 @@ class Word2VecConfig(TrainConfig):
     dim: int = option(100, "vector size", min=1, max=4096)
     window: int = option(5, "maximum distance between a word and its context (each word draws 1..window)", min=1, max=100)
     negative: int = option(5, "negative samples per positive pair, drawn from unigram counts ** ns_exponent", min=1, max=100)
+    shared_negatives: int = option(1, "consecutive centre words that share one draw of negatives (1: each centre its own, shared by its context words); must divide --batch-size; above 1 is faster but costs quality", min=1, max=1024)
     row_update_cap: float = option(256.0, "scale a word's summed update in one batch down to this many pairs' worth (keeps large batches stable; lower it, e.g. 32, for tiny vocabularies or --sample 0; 0: off)", min=0)
     ns_exponent: float = option(0.75, "exponent of the negative-sampling distribution", min=-10, max=10)

@@ -166,15 +166,17 @@ class Corpus:
 
 
 def epoch_batches(corpus: Corpus, *, epoch: int, epochs: int, batch_size: int, window: int, negative: int,
-                  learning_rate: float, min_learning_rate: float, seed: int, chunk: int = 1 << 17):
+                  learning_rate: float, min_learning_rate: float, seed: int, share: int = 1, chunk: int = 1 << 17):
     """One epoch of training batches, as dicts of NumPy arrays. A batch is a run of B consecutive
     words of the subsampled corpus (the centre words) with `window` words of context on each side:
 
     tokens [B + 2*window] (word ids of the run and its margins, 0 in the padding at the corpus
     ends), mask [B, 2*window] (1 where the context word at offset -window..-1, 1..window of a
-    centre lies inside the centre's reduced window and sentence), negatives [B, negative] (shared
-    by a centre's context words), learning_rate [] (falling linearly over all epochs, as gensim's
-    alpha). Each word's vector is gathered and updated once per batch, not once per pair.
+    centre lies inside the centre's reduced window and sentence), negatives [B / share, negative]
+    (one draw shared by `share` consecutive centres and all their context words), learning_rate []
+    (falling linearly over all epochs, as gensim's alpha). Each word's vector is gathered and
+    updated once per batch, not once per pair. `batch_size` must be a multiple of `share`; the
+    epoch's last batch is padded to one with masked-out centres.
     """
     rng = np.random.default_rng([seed, epoch])
     kept = rng.random(len(corpus.ids)) < corpus.keep[corpus.ids]
@@ -191,40 +193,56 @@ def epoch_batches(corpus: Corpus, *, epoch: int, epochs: int, batch_size: int, w
         positions = np.arange(start, end)[:, None] + offsets + window
         reach = window - rng.integers(0, window, size=end - start)  # gensim's reduced window: 1..window
         mask = ((padded_sentences[positions] == sentences[start:end, None]) & (distance <= reach[:, None])).astype(np.float32)
-        negatives = draw_negatives(corpus.cdf, rng, (end - start, negative))
+        negatives = draw_negatives(corpus.cdf, rng, (-(-(end - start) // share), negative))
         for first in range(start, end, batch_size):
             last = min(first + batch_size, end)
             progress = (epoch + last / total) / epochs
             rate = max(min_learning_rate, learning_rate - (learning_rate - min_learning_rate) * progress)
+            tokens, centres = padded_ids[first : last + 2 * window], mask[first - start : last - start]
+            missing = -(last - first) % share  # only in the epoch's last batch: centres without context
+            if missing:
+                tokens = np.concatenate([tokens, np.zeros(missing, np.int32)])
+                centres = np.concatenate([centres, np.zeros((missing, centres.shape[1]), np.float32)])
             yield {
-                "tokens": padded_ids[first : last + 2 * window],
-                "mask": mask[first - start : last - start],
-                "negatives": negatives[first - start : last - start],
+                "tokens": tokens,
+                "mask": centres,
+                "negatives": negatives[(first - start) // share : -(-(last - start) // share)],
                 "learning_rate": np.float32(rate),
             }
 
 
-def make_training_dataset(corpus: Corpus, config, epoch_counter: dict):
+def make_training_dataset(corpus: Corpus, config, epoch_counter: dict, group: int = 16):
     """A tf.data pipeline over `epoch_batches`; each pass (one Keras epoch) generates a new epoch,
-    numbered by `epoch_counter["epoch"]` (set by a callback, so a resumed run continues correctly)."""
+    numbered by `epoch_counter["epoch"]` (set by a callback, so a resumed run continues correctly).
+
+    The generator hands over `group` batches of equal shapes at a time, stacked, and tf.data
+    splits them again: each call into Python costs a fraction of a millisecond (the GIL, a
+    fresh Python thread state, conversions), which is a tenth of a step when paid per batch."""
     import tensorflow as tf
 
     width = 2 * config.window
 
     def generate():
-        yield from epoch_batches(
+        batches = epoch_batches(
             corpus, epoch=epoch_counter["epoch"], epochs=config.epochs, batch_size=config.batch_size,
             window=config.window, negative=config.negative, learning_rate=config.learning_rate,
-            min_learning_rate=config.min_learning_rate, seed=config.seed,
+            min_learning_rate=config.min_learning_rate, seed=config.seed, share=config.shared_negatives,
         )
+        pending = []
+        for batch in itertools.chain(batches, [None]):
+            if pending and (batch is None or len(pending) == group or batch["mask"].shape != pending[0]["mask"].shape):
+                yield {key: np.stack([b[key] for b in pending]) for key in pending[0]}
+                pending = []
+            if batch is not None:
+                pending.append(batch)
 
     signature = {
-        "tokens": tf.TensorSpec([None], tf.int32),
-        "mask": tf.TensorSpec([None, width], tf.float32),
-        "negatives": tf.TensorSpec([None, config.negative], tf.int32),
-        "learning_rate": tf.TensorSpec([], tf.float32),
+        "tokens": tf.TensorSpec([None, None], tf.int32),
+        "mask": tf.TensorSpec([None, None, width], tf.float32),
+        "negatives": tf.TensorSpec([None, None, config.negative], tf.int32),  # [., batch / shared_negatives, negative]
+        "learning_rate": tf.TensorSpec([None], tf.float32),
     }
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(4)
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch().prefetch(4)
 
 
 # --- evaluation files ----------------------------------------------------------------------------

@@ -99,6 +99,8 @@ class Word2Vec(TaskModel):
         negatives, rate = batch["negatives"], batch["learning_rate"]
         window = mask.shape[1] // 2
         size = tf.shape(mask)[0]
+        groups = tf.shape(negatives)[0]  # consecutive centres share a draw of negatives: size = groups * share
+        share = size // groups
         offsets = [o for o in range(-window, window + 1) if o]
         word_table = self.word_embedding.embeddings.value  # tf.Variables: gathers and scatters stay sparse
         context_table = self.context_embedding.embeddings.value
@@ -108,64 +110,69 @@ class Word2Vec(TaskModel):
         centers = tokens[window : window + size]
         run = tf.gather(word_table, tokens)  # [B + 2W, D]
         inputs = tf.stack([run[window + o : window + o + size] for o in offsets], axis=1)  # [B, 2W, D]
-        targets = tf.concat([centers[:, None], negatives], axis=1)  # [B, 1 + K]: the true word, then negatives
-        labels = tf.concat([tf.ones_like(centers[:, None], tf.float32), tf.zeros_like(negatives, tf.float32)], axis=1)
+        positive = tf.gather(context_table, centers)  # [B, D]: each centre is its own true target
+        negative = tf.gather(context_table, negatives)  # [G, K, D]: one draw per group of `share` centres
         # a negative that happens to be the centre word is skipped, as gensim does
-        weights = tf.concat([tf.ones_like(centers[:, None], tf.float32),
-                             tf.cast(negatives != centers[:, None], tf.float32)], axis=1)
-        outputs = tf.gather(context_table, targets)  # [B, 1 + K, D]
+        negative_weights = tf.cast(negatives[:, None, :] != tf.reshape(centers, [groups, share, 1]), tf.float32)  # [G, S, K]
 
         if self.objective == "skipgram":
             # every context word predicts the centre word: one logistic regression per (context, target)
-            scores = tf.einsum("bwd,bkd->bwk", inputs, outputs)
-            pair_weights = mask[:, :, None] * weights[:, None, :]
-            labels_ = labels[:, None, :]
-            step = (labels_ - tf.sigmoid(scores)) * pair_weights * rate
-            input_updates = tf.einsum("bwk,bkd->bwd", step, outputs)
-            output_updates = tf.einsum("bwk,bwd->bkd", step, inputs)
+            grouped = tf.reshape(inputs, [groups, -1, self.dim])  # [G, S*2W, D]: a group's context words
+            positive_scores = tf.einsum("bwd,bd->bw", inputs, positive)
+            negative_scores = tf.einsum("gpd,gkd->gpk", grouped, negative)
+            negative_pairs = tf.reshape(mask[:, :, None] * tf.reshape(negative_weights, [size, 1, -1]), tf.shape(negative_scores))
+            positive_step = (1.0 - tf.sigmoid(positive_scores)) * mask * rate  # [B, 2W]
+            negative_step = -tf.sigmoid(negative_scores) * negative_pairs * rate  # [G, S*2W, K]
+            input_updates = (positive_step[:, :, None] * positive[:, None, :]
+                             + tf.reshape(tf.einsum("gpk,gkd->gpd", negative_step, negative), tf.shape(inputs)))
+            positive_updates = tf.einsum("bw,bwd->bd", positive_step, inputs)
+            negative_updates = tf.einsum("gpk,gpd->gkd", negative_step, grouped)
+            positive_weights, input_pairs = mask, mask
             pairs = tf.reduce_sum(mask)
-            output_pairs = tf.reduce_sum(mask, axis=1, keepdims=True) * weights  # [B, 1 + K]
         else:
             # the mean of the context vectors predicts the centre word (gensim's cbow_mean=1)
-            count = tf.reduce_sum(mask, axis=1, keepdims=True)
-            has_context = tf.cast(count > 0, tf.float32)
-            count = tf.maximum(count, 1.0)
-            hidden = tf.einsum("bw,bwd->bd", mask, inputs) / count
-            scores = tf.einsum("bd,bkd->bk", hidden, outputs)
-            pair_weights, labels_ = weights * has_context, labels
-            step = (labels_ - tf.sigmoid(scores)) * pair_weights * rate
+            count = tf.reduce_sum(mask, axis=1)
+            has_context = tf.cast(count > 0, tf.float32)  # [B]
+            hidden = tf.einsum("bw,bwd->bd", mask, inputs) / tf.maximum(count, 1.0)[:, None]
+            grouped = tf.reshape(hidden, [groups, share, self.dim])
+            positive_scores = tf.reduce_sum(hidden * positive, axis=1)  # [B]
+            negative_scores = tf.einsum("gsd,gkd->gsk", grouped, negative)
+            negative_pairs = negative_weights * tf.reshape(has_context, [groups, share, 1])
+            positive_step = (1.0 - tf.sigmoid(positive_scores)) * has_context * rate
+            negative_step = -tf.sigmoid(negative_scores) * negative_pairs * rate
             # each context word receives the whole error, not a 1/count share: gensim's (and the
             # original C tool's) cbow_mean=1 update
-            hidden_update = tf.einsum("bk,bkd->bd", step, outputs)
+            hidden_update = positive_step[:, None] * positive + tf.reshape(tf.einsum("gsk,gkd->gsd", negative_step, negative), [size, self.dim])
             input_updates = hidden_update[:, None, :] * mask[:, :, None]
-            output_updates = step[:, :, None] * hidden[:, None, :]
+            positive_updates = positive_step[:, None] * hidden
+            negative_updates = tf.einsum("gsk,gsd->gkd", negative_step, grouped)
+            positive_weights, input_pairs = has_context, mask
             pairs = tf.reduce_sum(has_context)
-            output_pairs = pair_weights
+
         # each context offset's updates (and pair counts) land back on the run's positions
         def to_run(per_offset):
             return tf.add_n([tf.pad(per_offset[:, j], [[window + o, window - o]] + [[0, 0]] * (per_offset.shape.rank - 2))
                              for j, o in enumerate(offsets)])
 
-        run_updates, run_pairs = to_run(input_updates), to_run(mask)
-
         # log-likelihood of the batch (for the curves), from the scores the update used
-        signed = tf.where(labels_ > 0, scores, -scores)
-        loss = -tf.reduce_sum(tf.math.log_sigmoid(signed) * pair_weights) / tf.maximum(pairs, 1.0)
-        self._add_rows(word_table, tokens, run_updates, run_pairs)
-        self._add_rows(context_table, tf.reshape(targets, [-1]), tf.reshape(output_updates, [-1, self.dim]),
-                       tf.reshape(output_pairs, [-1]))
+        loss = -(tf.reduce_sum(tf.math.log_sigmoid(positive_scores) * positive_weights)
+                 + tf.reduce_sum(tf.math.log_sigmoid(-negative_scores) * negative_pairs)) / tf.maximum(pairs, 1.0)
+        self._add_rows(word_table, tokens, to_run(input_updates), to_run(input_pairs))
+        positive_counts = tf.reduce_sum(mask, axis=1) if self.objective == "skipgram" else has_context
+        self._add_rows(context_table, tf.concat([centers, tf.reshape(negatives, [-1])], axis=0),
+                       tf.concat([positive_updates, tf.reshape(negative_updates, [-1, self.dim])], axis=0),
+                       tf.concat([positive_counts, tf.reshape(tf.reduce_sum(tf.reshape(negative_pairs, [groups, -1, tf.shape(negatives)[1]]), axis=1), [-1])], axis=0))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result(), "learning_rate": rate}
 
     def _add_rows(self, table, ids, updates, pairs):
-        """table[ids] += updates, duplicates summed first (fewer rows to scatter), each row scaled
-        down to `row_update_cap` pairs' worth when more pairs contributed to it."""
+        """table[ids] += updates (duplicate ids add up), each row's total scaled down to
+        `row_update_cap` pairs' worth when more pairs contributed to it. The pair counts are summed
+        into a vocabulary-sized vector rather than by tf.unique + segment sums of the updates:
+        those walk the rows twice more, one row at a time, and were most of the step's time."""
         import tensorflow as tf
 
-        rows, position = tf.unique(ids)
-        count = tf.shape(rows)[0]
-        summed = tf.math.unsorted_segment_sum(updates, position, count)
         if self.row_update_cap > 0:
-            pairs = tf.math.unsorted_segment_sum(pairs, position, count)
-            summed *= (1.0 / tf.maximum(1.0, pairs / self.row_update_cap))[:, None]
-        table.scatter_add(tf.IndexedSlices(summed, rows))
+            counts = tf.math.unsorted_segment_sum(pairs, ids, len(self.vocabulary))
+            updates *= (1.0 / tf.maximum(1.0, tf.gather(counts, ids) / self.row_update_cap))[:, None]
+        table.scatter_add(tf.IndexedSlices(updates, ids))
