@@ -13,7 +13,7 @@ from .helpers import assert_ok, assert_user_error, run_cli, snapshot
 
 SIZE = 32
 TINY = ("--backbone", "tiny", "--weights", "none", "--image-size", str(SIZE), "--demo-size", "300", "--batch-size", "16",
-        "--learning-rate", "0.003", "--no-augment")
+        "--learning-rate", "0.003", "--no-augment", "--test-flip")  # flip averaging on: the contract's export checks cover it
 
 
 def image_bytes(array, fmt="PNG") -> bytes:
@@ -75,6 +75,8 @@ class TestContract(AppContract):
         ({}, ["--dropout", "1"], ["--dropout must be at least 0 and below 1, got 1.0"]),
         ({}, ["--unfreeze", "-1"], ["--unfreeze must be between 0 and 100000, got -1"]),
         ({}, ["--finetune-learning-rate", "0"], ["--finetune-learning-rate must be above 0 and at most 10"]),
+        ({}, ["--label-smoothing", "1"], ["--label-smoothing must be at least 0 and below 1, got 1.0"]),
+        ({}, ["--schedule", "linear"], ["--schedule must be one of"]),
         ({}, ["--weights", "{tmp}/none.h5"], ["none.h5", "no such weights file"]),
         ({}, ["--weights", "imagenet"], ["--backbone tiny has no ImageNet weights"]),
     ]
@@ -349,3 +351,35 @@ def test_top_k_accuracy_with_two_classes_and_more():
     assert top_k_accuracy(binary, [0, 0, 1], 1) == pytest.approx(1 / 3) and top_k_accuracy(binary, [0, 0, 1], 2) == 1.0
     three = np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])
     assert top_k_accuracy(three, [1, 0], 2) == 0.5
+
+
+# --- fine-tuning recipe: test-time flips, label smoothing, cosine schedule -----------------------
+
+
+def test_test_time_flips_average_each_image_with_its_mirror_inside_the_model():
+    from dlapps.apps.classify.model import ImageClassifier
+
+    rng = np.random.default_rng(3)
+    batch = rng.uniform(0, 255, (3, SIZE, SIZE + 8, 3)).astype("float32")  # not square: the flip is left-right
+    plain = ImageClassifier(["a", "b", "c"], backbone="tiny", image_size=SIZE, augment=False, test_flip=False)
+    flipping = ImageClassifier.from_config({**plain.get_config(), "test_flip": True})
+    flipping.set_weights(plain.get_weights())  # the flip layers have no weights
+    expected = (np.asarray(plain(batch, training=False)) + np.asarray(plain(batch[:, :, ::-1], training=False))) / 2
+    assert np.allclose(np.asarray(flipping(batch, training=False)), expected, atol=1e-5)
+    assert np.allclose(np.asarray(flipping.predict(batch, verbose=0)), expected, atol=1e-5)
+    assert not np.allclose(expected, np.asarray(plain(batch, training=False)), atol=1e-5)  # the mirror images change the answer
+    assert flipping(batch, training=True).shape == (3, 3)  # training sees the batch once
+
+
+def test_label_smoothing_loss_and_cosine_rates():
+    from dlapps.apps.classify.app import cosine_rate
+    from dlapps.apps.classify.model import SmoothedSparseCrossentropy
+
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]], dtype="float32")
+    labels = np.array([0, 2])
+    smoothed = float(SmoothedSparseCrossentropy(0.3)(labels, probabilities))
+    targets = np.full((2, 3), 0.1) + 0.7 * np.eye(3)[labels]  # 1 - 0.3 + 0.3/3 on the label, 0.3/3 elsewhere
+    assert smoothed == pytest.approx(float(np.mean(-(targets * np.log(probabilities)).sum(axis=1))), rel=1e-5)
+    plain = float(SmoothedSparseCrossentropy(0.0)(labels, probabilities))
+    assert plain == pytest.approx(float(np.mean(-np.log([0.7, 0.5]))), rel=1e-5)
+    assert [cosine_rate(1e-3, e, 4) for e in (0, 2, 4)] == pytest.approx([1e-3, 5e-4, 0.0])

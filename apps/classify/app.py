@@ -4,8 +4,10 @@ Pretrained weights train in two phases (shared.training.Stage): phase one trains
 the frozen backbone; phase two (when ``unfreeze`` and ``finetune_epochs`` are positive) continues
 from phase one's best epoch with the top ``unfreeze`` backbone layers trainable, BatchNorm frozen,
 at ``finetune_learning_rate``. ``--weights none`` trains in one phase, every layer trainable
-(nothing pretrained to protect). The best checkpoint is compared across both phases, and
-``--max-minutes`` bounds both together: phase two gets what phase one left.
+(nothing pretrained to protect). Every phase uses the label-smoothed loss and, with ``--schedule
+cosine``, a learning rate falling from its start value towards zero over the phase's epochs. The
+best checkpoint is compared across both phases, and ``--max-minutes`` bounds both together: phase
+two gets what phase one left.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class ClassifyApp(App):
             alpha=config.alpha,
             dropout=config.dropout,
             augment=config.augment,
+            augment_strength=config.augment_strength,
+            test_flip=config.test_flip,
             batchnorm_momentum=0.9 if config.weights == "none" else None,
         )
         print(f"Backbone {config.backbone}: {load_backbone_weights(model, config.weights)}", flush=True)
@@ -74,7 +78,7 @@ class ClassifyApp(App):
 
     def compile_model(self, model, config) -> None:
         """Compiled for the first phase; phase two compiles anew (``stages``)."""
-        _compile(model, "all" if config.weights == "none" else "head", config.learning_rate)
+        _compile(model, "all" if config.weights == "none" else "head", config.learning_rate, config=config)
 
     def stages(self, config) -> list:
         from dlapps.shared.training import Stage
@@ -95,6 +99,19 @@ class ClassifyApp(App):
         train = classify_data.image_batches(splits.train, shuffle=True, seed=config.seed, **common)
         val = classify_data.image_batches(splits.val, **common) if len(splits.val) else None
         return train, val
+
+    def callbacks(self, model, splits, config, run=None) -> list:
+        """--schedule cosine: each phase's learning rate falls from its start value towards zero
+        over the phase's epochs (per epoch; an interrupted phase resumes on the same curve)."""
+        if config.schedule != "cosine":
+            return []
+        import keras
+
+        if model.phase == "finetune":
+            start, epochs = config.finetune_learning_rate, config.finetune_epochs
+        else:
+            start, epochs = config.learning_rate, config.epochs
+        return [keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(start, epoch, epochs))]
 
     def describe_training(self, model, splits, config) -> str:
         return (f"Training on {len(splits.train)} images, validating on {len(splits.val)}; classes {model.labels}; "
@@ -240,16 +257,25 @@ def _finetunes(config) -> bool:
     return config.weights != "none" and config.unfreeze > 0 and config.finetune_epochs > 0
 
 
-def _compile(model, phase: str, learning_rate: float, unfreeze: int = 0) -> list[str]:
+def cosine_rate(start: float, epoch: int, epochs: int) -> float:
+    """Cosine decay (Loshchilov & Hutter 2017, without restarts): `start` at epoch 0, falling
+    towards zero at epoch `epochs`."""
+    return float(start * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / max(epochs, 1))))
+
+
+def _compile(model, phase: str, learning_rate: float, unfreeze: int = 0, config=None) -> list[str]:
     import keras
 
+    from .model import SmoothedSparseCrossentropy
+
     trainable = model.set_phase(phase, unfreeze)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    smoothing = config.label_smoothing if config is not None else 0.0
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=SmoothedSparseCrossentropy(smoothing), metrics=["accuracy"])
     return trainable
 
 
 def _start_finetuning(model, config) -> None:
-    trainable = _compile(model, "finetune", config.finetune_learning_rate, config.unfreeze)
+    trainable = _compile(model, "finetune", config.finetune_learning_rate, config.unfreeze, config=config)
     print(f"Phase two: top {config.unfreeze} backbone layers trainable ({len(trainable)} with weights), "
           f"BatchNorm frozen, learning rate {config.finetune_learning_rate:g}", flush=True)
 

@@ -10,8 +10,8 @@ BACKBONES = ("mobilenet", "mobilenet_v2", "efficientnet_b0", "resnet50", "tiny")
 
 @dataclass
 class ClassifyConfig(TrainConfig):
-    epochs: int = default(15, help="epochs of phase one: frozen backbone, new head")
-    learning_rate: float = default(1e-3, help="Adam learning rate of phase one (and of from-scratch training)")
+    epochs: int = default(20, help="epochs of phase one: frozen backbone, new head")
+    learning_rate: float = default(2e-3, help="Adam learning rate of phase one (and of from-scratch training)")
     patience: int = default(0, help="stop a phase after this many epochs without validation improvement (0: never)")
     val_fraction: float = default(0.2, help="share of the images held out for validation when the data has no val/ folder")
     # --- data ---
@@ -20,13 +20,20 @@ class ClassifyConfig(TrainConfig):
     backbone: str = option("mobilenet", "pretrained feature extractor (tiny: a small CNN without pretrained weights)", choices=BACKBONES)
     alpha: float = option(0.25, "MobileNet/MobileNetV2 width multiplier (ImageNet weights: 0.25-1.0)", above=0, max=4)
     weights: str = option("imagenet", "backbone initialisation: imagenet (downloads when online) | none | PATH of a weights file")
-    # at least 32: the backbones downsample 32 times
-    image_size: int = option(224, "side of the square the model resizes every image to", min=32, max=2048)
+    # at least 32: the backbones downsample 32 times. 288, not the weights' own 224: on hymenoptera small
+    # subjects (ants, bees) gain from the larger view, for frozen features and fine-tuning alike (benchmark)
+    image_size: int = option(288, "side of the square the model resizes every image to", min=32, max=2048)
     dropout: float = option(0.2, "dropout before the classifier", min=0, below=1)
-    augment: bool = option(True, "random flip, rotation, zoom and contrast while training")
+    augment: bool = option(True, "random flip, rotation, zoom, shift, contrast and brightness while training")
+    augment_strength: float = option(1.0, "scales the augmentation ranges (1: rotation 0.1 turn, zoom and shift 10%, contrast 20%)",
+                                     min=0, max=5)
+    test_flip: bool = option(False, "predictions average each image's and its mirror image's (inside the model: the SavedModel does it too)")
+    label_smoothing: float = option(0.1, "share of each training label spread evenly over all classes", min=0, below=1)
+    schedule: str = option("cosine", "learning rate within each phase: constant, or cosine decay towards zero over its epochs",
+                           choices=("constant", "cosine"))
     # --- phase two ---
-    unfreeze: int = option(20, "phase two trains the top N backbone layers (BatchNorm stays frozen); 0 skips it", min=0, max=100_000)
-    finetune_epochs: int = option(10, "epochs of phase two; 0 skips it", min=0)
+    unfreeze: int = option(30, "phase two trains the top N backbone layers (BatchNorm stays frozen); 0 skips it", min=0, max=100_000)
+    finetune_epochs: int = option(15, "epochs of phase two; 0 skips it", min=0)
     finetune_learning_rate: float = option(1e-4, "Adam learning rate of phase two", above=0, max=10)
 
 

@@ -98,16 +98,45 @@ def set_efficientnet_normalization(backbone) -> None:
             variable.assign(np.reshape(np.square(IMAGENET_STD), variable.shape).astype("float32"))
 
 
-def augmentation_layers(seed=None):
+def augmentation_layers(strength: float = 1.0, seed=None):
+    """Random flip, rotation, zoom and contrast; `strength` scales the ranges (1: rotation up to
+    0.1 of a turn, zoom and translation up to 10%, contrast 20%, brightness 10% of the range).
+    Zoom reaches further in than out (a crop of the subject, not a smaller one with filled edges)."""
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomRotation(0.1, seed=seed),
-            layers.RandomZoom(0.1, seed=seed),
-            layers.RandomContrast(0.2, seed=seed),
+            layers.RandomRotation(0.1 * strength, seed=seed),
+            layers.RandomZoom((-0.1 * strength, 0.1 * min(strength, 1.0)), seed=seed),
+            layers.RandomTranslation(0.1 * strength, 0.1 * strength, seed=seed),
+            layers.RandomContrast(min(0.2 * strength, 0.9), seed=seed),
+            layers.RandomBrightness(min(0.1 * strength, 0.9), value_range=(0, 255), seed=seed),
         ],
         name="augmentation",
     )
+
+
+@keras.saving.register_keras_serializable(package="dlapps.classify")
+class FlipBatch(layers.Layer):
+    """Test-time flip averaging, first half: at inference the batch is followed by its mirror
+    images ([x; flip(x)], twice the rows); while training it passes the batch on (the random
+    augmentation flips already)."""
+
+    def call(self, images, training=None):
+        if training:
+            return images
+        return ops.concatenate([images, ops.flip(images, axis=2)], axis=0)
+
+
+@keras.saving.register_keras_serializable(package="dlapps.classify")
+class AverageFlips(layers.Layer):
+    """Test-time flip averaging, second half: the mean of each image's probabilities and its
+    mirror image's (the rows FlipBatch appended); passes them on while training."""
+
+    def call(self, probabilities, training=None):
+        if training:
+            return probabilities
+        half = ops.shape(probabilities)[0] // 2
+        return (probabilities[:half] + probabilities[half:]) / 2.0
 
 
 @keras.saving.register_keras_serializable(package="dlapps.classify")
@@ -130,11 +159,11 @@ class ImageClassifier(TaskModel):
     """
 
     def __init__(self, labels=(), backbone="mobilenet", image_size=224, alpha=1.0, dropout=0.2, augment=True,
-                 batchnorm_momentum=None, phase="all", unfreeze=0, **kwargs):
+                 batchnorm_momentum=None, phase="all", unfreeze=0, augment_strength=1.0, test_flip=False, **kwargs):
         # === Layers ===
         # antialiased like the input pipeline's resize (shared.images), so any-size float input agrees with it
         resize = layers.Resizing(image_size, image_size, antialias=True, name="resize")
-        augmentation = augmentation_layers() if augment else None
+        augmentation = augmentation_layers(augment_strength) if augment else None
         scaling = InputScaling(BACKBONES[backbone][1], name="input_scaling")
         feature_extractor = make_backbone(backbone, image_size, alpha)
         if batchnorm_momentum is not None:
@@ -151,8 +180,12 @@ class ImageClassifier(TaskModel):
         x = resize(images)
         if augmentation is not None:
             x = augmentation(x)
+        if test_flip:
+            x = FlipBatch(name="test_flip")(x)
         features = feature_extractor(scaling(x))
         probabilities = classifier(head_dropout(pooling(features)))
+        if test_flip:
+            probabilities = AverageFlips(name="average_flips")(probabilities)
         super().__init__(inputs=images, outputs=probabilities, **kwargs)
 
         # === Config ===
@@ -162,6 +195,8 @@ class ImageClassifier(TaskModel):
         self.alpha = float(alpha)
         self.dropout = float(dropout)
         self.augment = bool(augment)
+        self.augment_strength = float(augment_strength)
+        self.test_flip = bool(test_flip)
         self.batchnorm_momentum = None if batchnorm_momentum is None else float(batchnorm_momentum)
         self.set_phase(phase, unfreeze)
 
@@ -210,6 +245,27 @@ class ImageClassifier(TaskModel):
         """The backbone's feature map -> class probabilities (inference mode)."""
         pooled = self.get_layer("pooling")(features)
         return self.get_layer("classifier")(self.get_layer("classifier_dropout")(pooled, training=False))
+
+
+@keras.saving.register_keras_serializable(package="dlapps.classify")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of probabilities against integer labels smoothed towards the uniform
+    distribution: the target is 1 - smoothing + smoothing / classes for the true class and
+    smoothing / classes for each other (Szegedy et al. 2016). Keras's sparse loss has no smoothing."""
+
+    def __init__(self, smoothing: float = 0.0, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = ops.shape(y_pred)[-1]
+        target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), classes, dtype=y_pred.dtype)
+        if self.smoothing:
+            target = target * (1.0 - self.smoothing) + self.smoothing / ops.cast(classes, y_pred.dtype)
+        return keras.losses.categorical_crossentropy(target, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
 
 
 def load_backbone_weights(model: ImageClassifier, weights: str) -> str:
