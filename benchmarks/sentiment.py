@@ -1,11 +1,20 @@
-"""Sentiment benchmark: our BiLSTM against TF-IDF + logistic regression, same split, same run.
+"""Sentiment benchmark: our model against TF-IDF + logistic regression, same split, same run.
 
-    python benchmarks/sentiment.py --train ../shared/data/sentiment/rt-polarity [--test PATH] [--minutes 5]
+    python benchmarks/sentiment.py --train ../shared/data/sentiment/rt-polarity [--test PATH] [--minutes 5] [--seeds 3]
     python benchmarks/sentiment.py --train ../shared/data/sentiment/sst2/train.tsv --test ../shared/data/sentiment/sst2/dev.tsv --minutes 15
+    ... --w2v-corpus ../shared/data/word2vec/wikipedia [--w2v-out vectors.txt]   # + gensim vectors trained first
+    ... --embeddings vectors.txt                                                  # + existing word2vec vectors
 
-Without --test, a seeded stratified 90/10 split of --train is the held-out set. Ours trains on the
-rest (holding out its own 10% for checkpoint selection); the peer's C is chosen by 5-fold CV on
-the same training texts. Ends with one JSON line of figures.
+Without --test, a seeded (--seed) stratified 90/10 split of --train is the held-out set. Ours
+trains on the rest through the app (`dlapps sentiment train` on a table of those texts: the app
+holds out its own 10% for checkpoint selection, by whole sentence when the data is phrase-level as
+SST-2's train.tsv is); the peer's C is chosen by 5-fold CV on the same training texts. --seeds N
+trains N models (config seeds --seed ... --seed+N-1: initialisation, shuffling and the app's own
+validation draw) on the same split and reports each, their mean and spread (max - min). With
+--w2v-corpus, gensim skip-gram vectors (100 dims, window 5, 5 negatives, min_count 5, 5 epochs) are
+trained first on every .txt file under it, tokenised as the app's preprocessor tokenises (lower
+case, punctuation stripped, split on whitespace), and passed as --embeddings. Ends with one JSON
+line of figures.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ import argparse
 import csv
 import json
 import os
+import re
+import string
 import tempfile
 import time
 from pathlib import Path
@@ -54,16 +65,55 @@ def peer(train: sentiment_data.TextDataset, test: sentiment_data.TextDataset, se
     return accuracy, time.time() - started
 
 
+def train_word2vec(corpus: str, out: Path, seed: int) -> tuple[Path, float]:
+    """Skip-gram vectors of every .txt file under `corpus` in word2vec text format, tokenised like
+    the app's TextPreprocessor (lower_and_strip_punctuation, then whitespace) so words match."""
+    from gensim.models import Word2Vec
+
+    started = time.time()
+    punctuation = re.compile(f"[{re.escape(string.punctuation)}]")
+    files = sorted(Path(corpus).rglob("*.txt"))
+    if not files:
+        raise UserError(f"{corpus}: no .txt files to train word2vec vectors on")
+    # Tokenised once into one file: gensim's corpus_file mode reads it in C, in parallel, per epoch.
+    tokenised = out.with_suffix(".corpus")
+    with open(tokenised, "w", encoding="utf-8") as file:
+        for path in files:
+            for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+                words = punctuation.sub("", line.lower()).split()
+                if words:
+                    file.write(" ".join(words) + "\n")
+    model = Word2Vec(corpus_file=str(tokenised), vector_size=100, window=5, min_count=5, sg=1, negative=5, epochs=5,
+                     workers=2, seed=seed)
+    model.wv.save_word2vec_format(str(out), binary=False)
+    tokenised.unlink()
+    return out, time.time() - started
+
+
+def write_table(path: Path, data: sentiment_data.TextDataset) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(["label", "text"])
+        writer.writerows(zip(data.labels, data.texts))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, help="training data in any format the sentiment app reads")
     parser.add_argument("--test", help="held-out data; default: a seeded stratified 10%% of --train")
     parser.add_argument("--minutes", type=float, default=5.0, help="training time budget for our model")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="split seed, and the first model seed")
+    parser.add_argument("--seeds", type=int, default=1, help="model seeds to train on the same split (mean and spread)")
     parser.add_argument("--encoding", default="auto", help="text encoding; auto tries UTF-8 then Latin-1")
-    parser.add_argument("--out", default="", help="run folder (default: a temporary folder)")
+    parser.add_argument("--out", default="", help="run folder (default: a temporary folder); with --seeds N > 1, OUT/seed_K each")
+    parser.add_argument("--embeddings", default="", help="word2vec vectors to initialise the embeddings")
+    parser.add_argument("--w2v-corpus", default="", help="folder of .txt files to train gensim word2vec vectors on first")
+    parser.add_argument("--w2v-out", default="", help="where --w2v-corpus vectors are written (default: a temporary file)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra sentiment config values")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
 
     full = read(args.train, args.encoding)
     if args.test:
@@ -72,54 +122,76 @@ def main() -> None:
         train_index, test_index = data_lib.split_indices(len(full), 0.1, args.seed, stratify=full.labels)
         train = sentiment_data.TextDataset([full.texts[i] for i in train_index], [full.labels[i] for i in train_index])
         test = sentiment_data.TextDataset([full.texts[i] for i in test_index], [full.labels[i] for i in test_index])
-    print(f"train {len(train)} texts, test {len(test)} texts, labels {sorted(set(train.labels))}")
+    print(f"train {len(train)} texts, test {len(test)} texts, labels {sorted(set(train.labels))}", flush=True)
 
     peer_accuracy, peer_seconds = peer(train, test, args.seed)
-    print(f"peer TF-IDF(1-2) + LogisticRegression: accuracy {peer_accuracy:.4f} ({peer_seconds:.1f} s)")
+    print(f"peer TF-IDF(1-2) + LogisticRegression: accuracy {peer_accuracy:.4f} ({peer_seconds:.1f} s)", flush=True)
 
     from dlapps.apps.sentiment.app import APP
     from dlapps.shared import training
     from dlapps.shared.config import resolve
 
+    runs = []
     with tempfile.TemporaryDirectory() as scratch:
-        table = Path(scratch) / "train.tsv"
-        with open(table, "w", encoding="utf-8", newline="") as file:
-            writer = csv.writer(file, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-            writer.writerow(["label", "text"])
-            writer.writerows(zip(train.labels, train.texts))
-        out = args.out or str(Path(scratch) / "run")
-        # --set values win over the benchmark's own (a model seed other than the split's, say).
-        overrides = {"data": str(table), "out": out, "seed": args.seed, "max_minutes": args.minutes, "epochs": 100}
-        overrides.update(kv.split("=", 1) for kv in args.set)
-        config = resolve(SentimentConfig, None, overrides)
-        started = time.time()
-        metrics = training.train(APP, config)
-        train_seconds = time.time() - started
-        test_table = Path(scratch) / "test.tsv"
-        with open(test_table, "w", encoding="utf-8", newline="") as file:
-            writer = csv.writer(file, delimiter="\t")
-            writer.writerow(["label", "text"])
-            writer.writerows(zip(test.labels, test.texts))
-        options = resolve(APP.evaluate_options, None, {"data": str(test_table)})
-        result = APP.evaluate(training.load_model(out, "sentiment"), APP.evaluation_data(config, options), options)
+        embeddings, w2v_seconds = args.embeddings, 0.0
+        if args.w2v_corpus:
+            target = Path(args.w2v_out) if args.w2v_out else Path(scratch) / "vectors.txt"
+            embeddings, w2v_seconds = train_word2vec(args.w2v_corpus, target, args.seed)
+            print(f"word2vec vectors trained in {w2v_seconds:.1f} s: {embeddings}", flush=True)
+        table = write_table(Path(scratch) / "train.tsv", train)
+        test_table = write_table(Path(scratch) / "test.tsv", test)
+        for k in range(args.seeds):
+            seed = args.seed + k
+            out = str(Path(args.out) / f"seed_{seed}") if args.out and args.seeds > 1 else args.out
+            out = out or str(Path(scratch) / f"run_seed_{seed}")
+            # --set values win over the benchmark's own (a learning rate, an architecture).
+            overrides = {"data": str(table), "out": out, "seed": seed, "max_minutes": args.minutes, "epochs": 100}
+            if embeddings:
+                overrides["embeddings"] = str(embeddings)
+            overrides.update(kv.split("=", 1) for kv in args.set)
+            config = resolve(SentimentConfig, None, overrides)
+            started = time.time()
+            metrics = training.train(APP, config)
+            train_seconds = time.time() - started
+            options = resolve(APP.evaluate_options, None, {"data": str(test_table)})
+            result = APP.evaluate(training.load_model(out, "sentiment"), APP.evaluation_data(config, options), options)
+            runs.append({"seed": seed, "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "seconds": train_seconds,
+                         "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"]})
+            print(f"seed {seed}: accuracy {result['accuracy']:.4f} (best epoch {metrics['best_epoch']} of "
+                  f"{metrics['epochs_run']}, {train_seconds:.1f} s)", flush=True)
 
+    accuracies = [r["accuracy"] for r in runs]
+    mean, spread = sum(accuracies) / len(accuracies), max(accuracies) - min(accuracies)
+    members = f"{config.members} x " if config.members > 1 else ""
+    encoder = f"CNN ({','.join(map(str, config.filter_widths))} x {config.feature_maps})" if config.arch == "cnn" else \
+        f"BiLSTM ({','.join(map(str, config.lstm_units))}), {config.pooling} pooling"
+    name = f"ours: {members}{encoder}" + (" + w2v" if embeddings else "")
     print()
-    print(f"{'model':<40} {'accuracy':>9} {'seconds':>8}")
-    print(f"{'ours: BiLSTM (' + ','.join(map(str, config.lstm_units)) + '), ' + config.pooling + ' pooling':<40} {result['accuracy']:>9.4f} {train_seconds:>8.1f}")
-    print(f"{'peer: TF-IDF 1-2 grams + LogisticRegression':<40} {peer_accuracy:>9.4f} {peer_seconds:>8.1f}")
-    print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}; macro F1 {result['macro_f1']:.4f}")
+    print(f"{'model':<52} {'accuracy':>9} {'seconds':>8}")
+    for r in runs:
+        print(f"{name + ', seed ' + str(r['seed']):<52} {r['accuracy']:>9.4f} {r['seconds']:>8.1f}")
+    if len(runs) > 1:
+        print(f"{'ours: mean of ' + str(len(runs)) + ' seeds (spread ' + format(spread, '.4f') + ')':<52} {mean:>9.4f}")
+    print(f"{'peer: TF-IDF 1-2 grams + LogisticRegression':<52} {peer_accuracy:>9.4f} {peer_seconds:>8.1f}")
     print(json.dumps({
         "app": "sentiment",
         "data": args.train,
         "test": args.test or "seeded stratified 10% of --train",
         "metric": "accuracy",
-        "value": round(result["accuracy"], 4),
+        "model": name[len("ours: "):],
+        "value": round(mean, 4),
+        "values": [round(a, 4) for a in accuracies],
+        "seeds": [r["seed"] for r in runs],
+        "spread": round(spread, 4),
         "peer": "tfidf-1-2gram+logreg(C by 5-fold CV)",
         "peer_value": round(peer_accuracy, 4),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": [round(r["seconds"], 1) for r in runs],
         "peer_seconds": round(peer_seconds, 1),
-        "best_epoch": metrics["best_epoch"],
+        "embeddings": f"gensim word2vec on {args.w2v_corpus}" if args.w2v_corpus else (embeddings or "random init"),
+        "embedding_seconds": round(w2v_seconds, 1),
+        "best_epochs": [r["best_epoch"] for r in runs],
         "test_examples": len(test),
+        "set": args.set,
     }))
 
 

@@ -137,3 +137,102 @@ def test_two_workers_train_together_and_end_with_identical_weights(tmp_path):
     assert not list(tmp_path.glob(".chief.training"))
     exported = run_cli("sentiment", "export", "-m", outs[0], "--json")
     assert_ok(exported)
+
+
+# --- phrase-level data: validation by whole sentence ---------------------------------------------
+
+
+def _phrase_table(tmp_path, sentences=60, seed=0):
+    """SST-2-like data: sentences of made-up words, each with the constituents of a binary split
+    (every prefix and suffix the split makes, recursively) as further labelled texts."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(300)]
+    rows, wholes = [], []
+
+    def constituents(tokens):
+        yield tokens
+        if len(tokens) > 1:
+            cut = int(rng.integers(1, len(tokens)))
+            yield from constituents(tokens[:cut])
+            yield from constituents(tokens[cut:])
+
+    for i in range(sentences):
+        tokens = list(rng.choice(words, int(rng.integers(6, 14))))
+        label = "positive" if i % 2 else "negative"
+        wholes.append(" ".join(tokens) + " .")
+        rows += [(label, " ".join(span)) for span in constituents(tokens + ["."])]
+    order = rng.permutation(len(rows))
+    table = tmp_path / "phrases.tsv"
+    table.write_text("label\tsentence\n" + "".join(f"{rows[i][0]}\t{rows[i][1]}\n" for i in order))
+    return table, wholes
+
+
+def _is_span(text, sentence):
+    return f" {text} " in f" {sentence} "
+
+
+def test_phrase_level_data_is_validated_on_whole_sentences_whose_phrases_leave_training(tmp_path):
+    from dlapps.apps.sentiment import data as sentiment_data
+    from dlapps.apps.sentiment.config import SentimentConfig
+
+    table, wholes = _phrase_table(tmp_path)
+    texts = [line.split("\t")[1] for line in table.read_text().splitlines()[1:]]
+    assert sentiment_data.contained_share(texts) > 0.5
+    assert sentiment_data.contained_share(sentiment_data.demo(1000).texts) < 0.1  # sentence-level data
+
+    splits = sentiment_data.load_splits(SentimentConfig(data=str(table), val_fraction=0.2))
+    notes = splits.notes
+    assert notes["phrase_level"] and notes["sentences"] == len(set(wholes)) and notes["validation_sentences"] == 12
+    assert set(splits.val.texts) <= set(wholes) and len(set(splits.val.texts)) == 12
+    assert {"positive", "negative"} == set(splits.val.labels)
+    leaks = [t for t in splits.train.texts for s in splits.val.texts if _is_span(t, s)]
+    assert not leaks, leaks[:3]
+    # every sentence not held out trains, with all of its phrases that no validation sentence has
+    for sentence in set(wholes) - set(splits.val.texts):
+        assert sentence in splits.train.texts
+    assert len(splits.train) + len(splits.val) + notes["phrases_left_out"] == len(texts)
+
+    # --phrases no: the old random split, which does leak on such data
+    random = sentiment_data.load_splits(SentimentConfig(data=str(table), val_fraction=0.2, phrases="no"))
+    assert not random.notes and any(_is_span(t, s) for s in random.val.texts for t in random.train.texts)
+    # sentence-level data keeps the random split
+    assert not sentiment_data.load_splits(SentimentConfig(demo_size=200)).notes
+
+
+def test_phrase_groups_pick_the_longest_containing_text_word_by_word():
+    from dlapps.apps.sentiment.data import phrase_groups
+
+    texts = ["a b c d", "b c", "x b c y z", "c d", "b  C", "goodness", "good", "q"]
+    groups = phrase_groups(texts)
+    assert groups == [0, 2, 2, 0, 2, 5, 6, 7]  # "good" is not a word of "goodness"
+
+
+def test_cnn_seed_ensemble_is_one_model_whose_members_learn_apart_and_predict_as_their_mean(tmp_path):
+    from dlapps.shared import training
+
+    out = tmp_path / "run"
+    assert_ok(run_cli("sentiment", "train", "--out", out, "--arch", "cnn", "--members", "2", "--feature-maps", "16",
+                      "--embedding-dropout", "0", "--epochs", "4", *TINY))
+    assert json.loads((out / "metrics.json").read_text())["best_value"] >= 0.9
+    model = training.load_model(out, "sentiment")
+    ids = model.preprocessor(np.asarray(TEXTS, dtype=object))
+    members = np.asarray(model(ids, training=False))
+    assert members.shape == (3, 2, 2) and not np.allclose(members[:, 0], members[:, 1], atol=1e-3)
+    assert np.allclose(model.classify_texts_batched(list(TEXTS)), members.mean(axis=1), atol=1e-5)
+    assert [r["label"] for r in predict_json("sentiment", out, list(TEXTS))] == ["positive", "negative", "positive"]
+
+
+def test_stacked_bilstm_members_load_again_and_again(tmp_path):
+    """keras.saving.load_model tracks serialized objects by id(): an LSTM freed while the model is
+    built and the next allocated at its address were loaded as one layer (before the fix: about 2
+    loads in 15 of this model failed with "should have different go_backwards")."""
+    import keras
+
+    from dlapps.apps.sentiment.model import SentimentClassifier
+
+    model = SentimentClassifier(vocabulary=[f"w{i}" for i in range(50)], labels=["a", "b"], embedding_dim=8,
+                                lstm_units=[4, 4], members=5)
+    model.save(tmp_path / "m.keras")
+    for _ in range(20):
+        loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    assert loaded.members == 5 and len(loaded.embedding_layers()) == 5

@@ -16,7 +16,7 @@ from .config import SentimentConfig
 
 class SentimentApp(App):
     name = "sentiment"
-    summary = "Text classification (binary or multi-class) with a BiLSTM over raw strings."
+    summary = "Text classification (binary or multi-class) with a BiLSTM or CNN over raw strings."
     config = SentimentConfig
     predict_help = 'Label texts: `dlapps sentiment predict "what a film" "dull"`, --file FILE, or \'-\' for stdin.'
     evaluate_help = "Accuracy, macro F1, per-class scores and the confusion matrix on --data."
@@ -26,7 +26,8 @@ class SentimentApp(App):
     def load_splits(self, config) -> Splits:
         splits = sentiment_data.load_splits(config)
         return Splits(splits.train, splits.val,
-                      {"train_size": len(splits.train), "val_size": len(splits.val), "labels": splits.label_names})
+                      {"train_size": len(splits.train), "val_size": len(splits.val), "labels": splits.label_names,
+                       **splits.notes})
 
     def build_model(self, config, splits):
         from .model import SentimentClassifier, build_vocabulary
@@ -43,23 +44,27 @@ class SentimentApp(App):
             vocabulary=vocabulary,
             labels=splits.info["labels"],
             embedding_dim=embedding_dim,
+            arch=config.arch,
             lstm_units=config.lstm_units,
+            filter_widths=config.filter_widths,
+            feature_maps=config.feature_maps,
             pooling=config.pooling,
             dropout=config.dropout,
+            embedding_dropout=config.embedding_dropout,
             max_length=config.max_length,
+            members=config.members,
         )
         if matrix is not None:
-            model.get_layer("token_embedding").embeddings.assign(matrix)
+            for layer in model.embedding_layers():
+                layer.embeddings.assign(matrix)
         return model
 
     def compile_model(self, model, config) -> None:
         import keras
 
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        # The loss is the model's compute_loss (each ensemble member's own cross-entropy); accuracy
+        # is that of the averaged probabilities, what predict and the SavedModel return.
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0), metrics=["accuracy"])
 
     def datasets(self, model, splits, config):
         """(token ids, label index) batches: tokenisation runs in tf.data, not in the training step."""
@@ -77,8 +82,13 @@ class SentimentApp(App):
         return train, val
 
     def describe_training(self, model, splits, config) -> str:
-        return (f"Training on {len(splits.train)} texts, validating on {len(splits.val)}; "
-                f"labels {model.labels}; {model.count_params():,} parameters")
+        phrases = ""
+        if splits.info.get("phrase_level"):
+            phrases = (f" whole sentences (phrase-level data: {splits.info['phrases_left_out']:,} phrases of them "
+                       "left out of training)")
+        members = f"{model.members} x " if model.members > 1 else ""
+        return (f"Training on {len(splits.train)} texts, validating on {len(splits.val)}{phrases}; "
+                f"labels {model.labels}; {members}{model.arch.upper()}, {model.count_params():,} parameters")
 
     # --- predict ---
     def predict(self, model, inputs, options) -> list[dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ class Splits:
     train: TextDataset
     val: TextDataset
     label_names: list[str]
+    notes: dict = field(default_factory=dict)  # how the split was made, for metrics.json
 
 
 # --- demo: a small grammar of reviews ------------------------------------------------------------
@@ -259,6 +260,97 @@ def tfds_validation_split(spec: data_lib.DataSpec, config) -> str | None:
     return next((s for s in ("validation", "dev") if s in builder.info.splits), None)
 
 
+# --- phrase-level data (SST-2's train.tsv) -------------------------------------------------------
+# SST-2's train.tsv holds ~67k phrases that are sub-spans (parse-tree constituents) of ~6.9k
+# sentences. A random validation split puts parts of one sentence on both sides, so validation
+# accuracy measures memory (93%) and picks checkpoints by it. Such data is split by sentence.
+
+PHRASE_LEVEL_SHARE = 0.5  # SST-2 train: 82% of distinct texts start or end a longer one; rt-polarity 0.1%, demo 1%
+
+
+def _key(text: str) -> str:
+    """A text as lower-cased words joined by single spaces: containment is checked word by word."""
+    return " ".join(text.lower().split())
+
+
+def contained_share(texts: list[str]) -> float:
+    """Share of distinct texts that begin or end a longer text at a word boundary. O(n log n): in
+    sorted order, every text that begins others sorts right before them, so comparing neighbours
+    finds them all (and, on reversed strings, the texts that end others). Phrases in the middle of
+    a sentence are not counted: the share is a cheap detector, not the grouping."""
+    keys = sorted({_key(t) for t in texts} - {""})
+    if len(keys) < 2:
+        return 0.0
+    contained = set()
+    for reverse in (False, True):
+        # a space on the joining side makes "good" not begin "goodness"
+        marked = sorted(((" " + k)[::-1] if reverse else k + " ", k) for k in keys)
+        for (shorter, key), (longer, _) in zip(marked, marked[1:]):
+            if longer.startswith(shorter):
+                contained.add(key)
+    return len(contained) / len(keys)
+
+
+def phrase_groups(texts: list[str]) -> list[int]:
+    """For each text, the index of the longest text that contains it word-aligned (the first
+    occurrence of that text), or of itself when no longer text contains it: a sentence.
+
+    Texts are visited longest first; a text not yet claimed is a sentence and claims every text
+    that is one of its word spans. Each sentence of L words costs about L*L/2 hash look-ups (SST-2:
+    1.6M for 6.9k sentences, about a second), never a search of one text against all others."""
+    keys = [_key(t) for t in texts]
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    lengths = {k: len(k.split()) for k in first}
+    present = set(lengths.values())  # span lengths that can match a text at all
+    owner: dict[str, int] = {}
+    for k in sorted(first, key=lambda k: -lengths[k]):
+        if k in owner:
+            continue
+        owner[k] = first[k]
+        words = k.split()
+        for n in range(1, len(words)):
+            if n not in present:
+                continue
+            for start in range(len(words) - n + 1):
+                span = " ".join(words[start : start + n])
+                if span in first and span not in owner:
+                    owner[span] = first[k]
+    return [owner[k] for k in keys]
+
+
+def spans_of(texts: list[str]) -> set[str]:
+    """Every word span of every text (keys as `_key` makes them)."""
+    spans = set()
+    for text in texts:
+        words = _key(text).split()
+        for n in range(1, len(words) + 1):
+            spans.update(" ".join(words[s : s + n]) for s in range(len(words) - n + 1))
+    return spans
+
+
+def split_by_sentence(data: TextDataset, val_fraction: float, seed: int) -> tuple[TextDataset, TextDataset, dict]:
+    """Validation = a seeded stratified `val_fraction` of the sentences (texts no longer text
+    contains); training = every text that is not a word span of a validation sentence (a phrase of
+    a training sentence that also occurs in a validation one is left out too)."""
+    groups = phrase_groups(data.texts)
+    sentences = sorted(set(groups))
+    _, val_pick = data_lib.split_indices(len(sentences), val_fraction, seed, stratify=[data.labels[i] for i in sentences])
+    val_keys = {_key(data.texts[sentences[j]]) for j in val_pick}
+    held = spans_of(list(val_keys))
+    val_index = [i for i, t in enumerate(data.texts) if _key(t) in val_keys]
+    train_index = [i for i, t in enumerate(data.texts) if _key(t) not in held]
+    notes = {
+        "phrase_level": True,
+        "sentences": len(sentences),
+        "validation_sentences": len(val_keys),
+        "phrases_left_out": len(data) - len(train_index) - len(val_index),
+    }
+    pick = lambda index: TextDataset([data.texts[i] for i in index], [data.labels[i] for i in index])  # noqa: E731
+    return pick(train_index), pick(val_index), notes
+
+
 # --- the splits train uses -----------------------------------------------------------------------
 
 
@@ -279,11 +371,20 @@ def load_splits(config) -> Splits:
     label_names = sorted(set(train.labels))
     if len(label_names) < 2:
         raise UserError(f"{spec}: needs at least two classes, found {label_names}")
+    notes = {}
     if val is None:
-        train_index, val_index = data_lib.split_indices(len(train), config.val_fraction, config.seed, stratify=train.labels)
-        val = TextDataset([train.texts[i] for i in val_index], [train.labels[i] for i in val_index])
-        train = TextDataset([train.texts[i] for i in train_index], [train.labels[i] for i in train_index])
+        phrase_level = config.val_fraction > 0 and (
+            config.phrases == "yes" or (config.phrases == "auto" and contained_share(train.texts) >= PHRASE_LEVEL_SHARE)
+        )
+        if phrase_level:
+            train, val, notes = split_by_sentence(train, config.val_fraction, config.seed)
+            if not train.texts:
+                raise UserError(f"{spec}: no training texts left after holding out whole sentences; lower --val-fraction")
+        else:
+            train_index, val_index = data_lib.split_indices(len(train), config.val_fraction, config.seed, stratify=train.labels)
+            val = TextDataset([train.texts[i] for i in val_index], [train.labels[i] for i in val_index])
+            train = TextDataset([train.texts[i] for i in train_index], [train.labels[i] for i in train_index])
     unknown = sorted(set(val.labels) - set(label_names))
     if unknown:
         raise UserError(f"{spec}: validation labels {unknown} do not occur in the training data")
-    return Splits(train, val, label_names)
+    return Splits(train, val, label_names, notes)
