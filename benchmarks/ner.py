@@ -23,6 +23,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from dlapps.apps.ner import data as ner_data  # noqa: E402
+from vectors import gensim_vectors  # noqa: E402  (benchmarks/vectors.py, beside this script)
 
 
 def crf_features(tokens: list[str], i: int) -> dict:
@@ -59,22 +60,8 @@ def peer(train, tests: dict) -> tuple[dict, float]:
 
 def train_word2vec(corpus: str, out: Path, seed: int) -> tuple[Path, float]:
     """Lower-cased skip-gram vectors from every text file under `corpus`, in word2vec text format."""
-    from gensim.models import Word2Vec
-
-    started = time.time()
     token = re.compile(r"\w+(?:[-.,]\w+)*|[^\w\s]")
-    # Tokenised once into one file: gensim's corpus_file mode reads it in C, in parallel, per epoch.
-    tokenised = out.with_suffix(".corpus")
-    with open(tokenised, "w", encoding="utf-8") as file:
-        for path in sorted(Path(corpus).rglob("*.txt")):
-            for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-                words = token.findall(line.lower())
-                if words:
-                    file.write(" ".join(words) + "\n")
-    model = Word2Vec(corpus_file=str(tokenised), vector_size=100, window=5, min_count=3, sg=1, negative=5, epochs=5,
-                     workers=2, seed=seed)
-    model.wv.save_word2vec_format(str(out), binary=False)
-    return out, time.time() - started
+    return gensim_vectors(corpus, out, seed, lambda line: token.findall(line.lower()), min_count=3)
 
 
 def main():

@@ -35,6 +35,7 @@ from dlapps.apps.sentiment import data as sentiment_data  # noqa: E402
 from dlapps.apps.sentiment.config import SentimentConfig  # noqa: E402
 from dlapps.shared import data as data_lib  # noqa: E402
 from dlapps.shared.errors import UserError  # noqa: E402
+from vectors import gensim_vectors  # noqa: E402  (benchmarks/vectors.py, beside this script)
 
 
 def read(path: str, encoding: str) -> sentiment_data.TextDataset:
@@ -68,26 +69,8 @@ def peer(train: sentiment_data.TextDataset, test: sentiment_data.TextDataset, se
 def train_word2vec(corpus: str, out: Path, seed: int) -> tuple[Path, float]:
     """Skip-gram vectors of every .txt file under `corpus` in word2vec text format, tokenised like
     the app's TextPreprocessor (lower_and_strip_punctuation, then whitespace) so words match."""
-    from gensim.models import Word2Vec
-
-    started = time.time()
     punctuation = re.compile(f"[{re.escape(string.punctuation)}]")
-    files = sorted(Path(corpus).rglob("*.txt"))
-    if not files:
-        raise UserError(f"{corpus}: no .txt files to train word2vec vectors on")
-    # Tokenised once into one file: gensim's corpus_file mode reads it in C, in parallel, per epoch.
-    tokenised = out.with_suffix(".corpus")
-    with open(tokenised, "w", encoding="utf-8") as file:
-        for path in files:
-            for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-                words = punctuation.sub("", line.lower()).split()
-                if words:
-                    file.write(" ".join(words) + "\n")
-    model = Word2Vec(corpus_file=str(tokenised), vector_size=100, window=5, min_count=5, sg=1, negative=5, epochs=5,
-                     workers=2, seed=seed)
-    model.wv.save_word2vec_format(str(out), binary=False)
-    tokenised.unlink()
-    return out, time.time() - started
+    return gensim_vectors(corpus, out, seed, lambda line: punctuation.sub("", line.lower()).split(), min_count=5)
 
 
 def write_table(path: Path, data: sentiment_data.TextDataset) -> Path:
