@@ -350,7 +350,49 @@ def _callback_classes():
                 self.nan_epoch = self.epoch + 1
                 self.model.stop_training = True
 
-    return Checkpoint, TimeLimit, NanGuard
+    class CosineDecay(keras.callbacks.Callback):
+        """Sets the learning rate before every batch: a linear warm-up over the first `warmup` of
+        training, then cosine decay (Loshchilov & Hutter 2017, no restarts) from `start` towards 0.
+        Progress is the larger of epochs done / `epochs` and, with a time budget, minutes passed /
+        `minutes`, so a --max-minutes run anneals fully by its deadline however many epochs fit."""
+
+        def __init__(self, start: float, epochs: int, minutes: float = 0.0, warmup: float = 0.0):
+            super().__init__()
+            self.start, self.epochs, self.minutes, self.warmup = float(start), int(epochs), float(minutes), float(warmup)
+            self.began = time.time()
+            self.epoch = 0
+
+        def on_train_begin(self, logs=None):
+            self.began = time.time()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def progress(self, batch: int) -> float:
+            steps = (self.params or {}).get("steps") or 0
+            done = (self.epoch + (batch / steps if steps else 0.0)) / max(self.epochs, 1)
+            if self.minutes > 0:
+                done = max(done, (time.time() - self.began) / (60 * self.minutes))
+            return min(done, 1.0)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate.assign(cosine_rate(self.start, self.progress(batch), self.warmup))
+
+    return Checkpoint, TimeLimit, NanGuard, CosineDecay
+
+
+def cosine_rate(start: float, progress: float, warmup: float = 0.0) -> float:
+    """The learning rate `progress` (0..1) of the way through training: linear warm-up over the
+    first `warmup`, then half a cosine from `start` down to 0."""
+    if progress < warmup:
+        return start * (progress + 1e-3) / warmup
+    return start * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / max(1 - warmup, 1e-9)))
+
+
+def cosine_decay(start: float, epochs: int, minutes: float = 0.0, warmup: float = 0.0):
+    """The callback of a cosine learning-rate schedule over `epochs` or a `minutes` budget,
+    whichever ends first (see CosineDecay above)."""
+    return _callback_classes()[3](start, epochs, minutes, warmup)
 
 
 def time_limit(minutes: float):
@@ -478,7 +520,7 @@ def _checkpoint_selection(app, config, splits) -> tuple[str, str, str]:
 def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop: bool) -> dict:
     import keras
 
-    Checkpoint, TimeLimit, NanGuard = _callback_classes()
+    Checkpoint, TimeLimit, NanGuard, _ = _callback_classes()
     monitor, mode, keep = _checkpoint_selection(app, config, splits)
     if val_ds is None and monitor.startswith("val_"):
         monitor = monitor[len("val_"):]

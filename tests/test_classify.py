@@ -372,7 +372,7 @@ def test_test_time_flips_average_each_image_with_its_mirror_inside_the_model():
 
 
 def test_label_smoothing_loss_and_cosine_rates():
-    from dlapps.apps.classify.app import cosine_rate
+    from dlapps.shared.training import cosine_rate
     from dlapps.apps.classify.model import SmoothedSparseCrossentropy
 
     probabilities = np.array([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]], dtype="float32")
@@ -382,4 +382,5 @@ def test_label_smoothing_loss_and_cosine_rates():
     assert smoothed == pytest.approx(float(np.mean(-(targets * np.log(probabilities)).sum(axis=1))), rel=1e-5)
     plain = float(SmoothedSparseCrossentropy(0.0)(labels, probabilities))
     assert plain == pytest.approx(float(np.mean(-np.log([0.7, 0.5]))), rel=1e-5)
-    assert [cosine_rate(1e-3, e, 4) for e in (0, 2, 4)] == pytest.approx([1e-3, 5e-4, 0.0])
+    assert [cosine_rate(1e-3, e / 4) for e in (0, 2, 4)] == pytest.approx([1e-3, 5e-4, 0.0])
+    assert [cosine_rate(1e-3, p, warmup=0.1) for p in (0.05, 0.1, 0.55, 1.0)] == pytest.approx([5.1e-4, 1e-3, 5e-4, 0.0], abs=1e-6)

@@ -345,3 +345,30 @@ def test_a_stage_can_start_from_the_best_checkpoint_and_one_budget_spans_the_sta
     app.stages = lambda config: [Stage("first", 50), Stage("second", 50)]
     metrics = training.train(app, TrainConfig(out=str(tmp_path / "budget"), max_minutes=0.001, learning_rate=0.1))
     assert metrics["epochs_run"] == 1  # the budget ran out in the first stage; the second never started
+
+
+def test_cosine_decay_warms_up_then_anneals_to_zero_by_the_last_batch(tmp_path):
+    import keras
+
+    from dlapps.shared import training
+    from dlapps.shared.config import TrainConfig
+
+    assert training.cosine_rate(0.1, 0.0) == pytest.approx(0.1) and training.cosine_rate(0.1, 1.0) == pytest.approx(0.0)
+    assert training.cosine_rate(0.1, 0.5) == pytest.approx(0.05)
+    assert training.cosine_rate(0.1, 0.05, warmup=0.1) == pytest.approx(0.1 * 0.051 / 0.1)
+
+    rates = []
+
+    class Record(keras.callbacks.Callback):  # after CosineDecay has set the rate for this batch
+        def on_train_batch_begin(self, batch, logs=None):
+            rates.append(float(self.model.optimizer.learning_rate.numpy()))
+
+    app = _tiny_app()
+    app.callbacks = lambda model, splits, config: [training.cosine_decay(config.learning_rate, config.epochs, warmup=0.2), Record()]
+    config = TrainConfig(out=str(tmp_path / "run"), epochs=5, learning_rate=0.1)
+    training.train(app, config)
+    assert len(rates) == 5 * 7  # 224 examples in batches of 32
+    peak = int(np.argmax(rates))
+    assert 5 <= peak <= 8 and rates[peak] == pytest.approx(0.1, rel=0.05)  # warm-up: the first fifth
+    assert np.all(np.diff(rates[: peak + 1]) > 0) and np.all(np.diff(rates[peak:]) < 0)
+    assert rates[-1] < 0.002

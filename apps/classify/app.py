@@ -13,7 +13,6 @@ two gets what phase one left.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +110,9 @@ class ClassifyApp(App):
             start, epochs = config.finetune_learning_rate, config.finetune_epochs
         else:
             start, epochs = config.learning_rate, config.epochs
-        return [keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(start, epoch, epochs))]
+        from dlapps.shared.training import cosine_rate
+
+        return [keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(start, min(epoch / max(epochs, 1), 1.0)))]
 
     def describe_training(self, model, splits, config) -> str:
         return (f"Training on {len(splits.train)} images, validating on {len(splits.val)}; classes {model.labels}; "
@@ -255,12 +256,6 @@ class ClassifyApp(App):
 def _finetunes(config) -> bool:
     """Whether a pretrained run has phase two."""
     return config.weights != "none" and config.unfreeze > 0 and config.finetune_epochs > 0
-
-
-def cosine_rate(start: float, epoch: int, epochs: int) -> float:
-    """Cosine decay (Loshchilov & Hutter 2017, without restarts): `start` at epoch 0, falling
-    towards zero at epoch `epochs`."""
-    return float(start * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / max(epochs, 1))))
 
 
 def _compile(model, phase: str, learning_rate: float, unfreeze: int = 0, config=None) -> list[str]:
