@@ -1,11 +1,12 @@
 """Benchmark: charlm against the keras-io character LSTM, same text, same split, same time budget.
 
-    flock /tmp/dlapps-bench.lock python benchmarks/charlm.py --data ../shared/data/tinyshakespeare/input.txt --minutes 20
+    python benchmarks/charlm.py --data ../shared/data/tinyshakespeare/input.txt --minutes 20 [--arch gru,transformer]
 
 Split: the first 90% of --data trains, the last 10% validates (the char-rnn / nanoGPT convention);
 --test PATH scores both models on a held-out text as well. Ours: what `dlapps charlm train` runs
 (shared.training.train with the app's hooks) with the options below, every position of
-128-character windows predicted. Peer: the keras-io "character-level text generation with LSTM"
+128-character windows predicted, once per architecture of --arch (default: GRU, then a small
+Transformer, each for --minutes: equal time). Peer: the keras-io "character-level text generation with LSTM"
 configuration: one LSTM(128) over one-hot 40-character windows (step 3) predicting the next
 character, softmax, RMSprop(0.01), batch 128. Both train for --minutes each, one after the other,
 and are scored by the same definition: perplexity = exp(mean negative log-likelihood per predicted
@@ -82,16 +83,25 @@ def main(argv=None) -> None:
     parser.add_argument("--test", help="a held-out text both models are also scored on")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time for each model")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--arch", default="gru", choices=("lstm", "gru", "transformer"))
-    parser.add_argument("--units", default="512")
-    parser.add_argument("--embedding-dim", type=int, default=64)
+    parser.add_argument("--arch", default="gru,transformer",
+                        help="our architectures, comma-separated, each trained for --minutes (the first is the headline)")
+    parser.add_argument("--units", default="512", help="recurrent units per layer, e.g. 512 or 256,256")
+    parser.add_argument("--embedding-dim", type=int, default=64, help="recurrent models' character vector size")
+    parser.add_argument("--model-dim", type=int, default=192, help="the transformer's width")
+    parser.add_argument("--num-layers", type=int, default=4, help="transformer blocks")
+    parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--out", default="", help="run folder for our model (default: a temporary folder)")
+    parser.add_argument("--learning-rate", type=float, default=0.0,
+                        help="peak learning rate (default: 2e-3 for LSTM/GRU, 1e-3 for the transformer)")
+    parser.add_argument("--schedule", default="cosine", choices=("cosine", "plateau"))
+    parser.add_argument("--out", default="", help="parent of one run folder per architecture (default: a temporary folder)")
     parser.add_argument("--skip-peer", action="store_true", help="train only ours (for tuning; no peer figure)")
     args = parser.parse_args(argv)
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    if not archs or any(a not in ("lstm", "gru", "transformer") for a in archs):
+        parser.error(f"--arch: a comma-separated list of lstm, gru, transformer (got {args.arch!r})")
 
     from dlapps.apps.charlm import data as charlm_data
     from dlapps.apps.charlm.app import APP, generate_text, score_text
@@ -102,20 +112,27 @@ def main(argv=None) -> None:
     text = charlm_data.read_file(Path(args.data))
     splits = charlm_data.split_text(text, 0.1)
     test_text = charlm_data.read_file(Path(args.test)) if args.test else None
-    out = args.out or tempfile.mkdtemp(prefix="charlm-bench-")
+    parent = Path(args.out or tempfile.mkdtemp(prefix="charlm-bench-"))
 
-    config = CharLMConfig(
-        data=args.data, out=out, epochs=1000, max_minutes=args.minutes, seed=args.seed, val_fraction=0.1, arch=args.arch,
-        units=[int(u) for u in args.units.split(",")], embedding_dim=args.embedding_dim, dropout=args.dropout,
-        sequence_length=args.sequence_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
-    )
-    config_lib.validate(config, source="benchmark options")
-    metrics = training.train(APP, config)
-    ours_seconds = metrics["train_seconds"]
-    model = training.load_model(out, "charlm")
-    ours_val = score_text(model, splits.val)
-    ours_test = score_text(model, test_text) if test_text else None
-    sample = generate_text(model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=args.seed)
+    ours = []  # (arch, description, metrics, val, test, sample), in --arch order
+    for arch in archs:
+        transformer = arch == "transformer"
+        config = CharLMConfig(
+            data=args.data, out=str(parent / arch), epochs=1000, max_minutes=args.minutes, seed=args.seed, val_fraction=0.1,
+            arch=arch, units=[int(u) for u in args.units.split(",")],
+            embedding_dim=args.model_dim if transformer else args.embedding_dim, num_layers=args.num_layers, num_heads=args.num_heads,
+            dropout=args.dropout, sequence_length=args.sequence_length, batch_size=args.batch_size,
+            learning_rate=args.learning_rate or (1e-3 if transformer else 2e-3), schedule=args.schedule,
+        )
+        config_lib.validate(config, source="benchmark options")
+        metrics = training.train(APP, config)
+        model = training.load_model(config.out, "charlm")
+        shape = (f"{args.num_layers}x{args.model_dim}, {args.num_heads} heads" if transformer
+                 else f"{args.units} units, embedding {args.embedding_dim}")
+        description = (f"{arch} {shape}, {model.count_params():,} parameters, dropout {args.dropout}, "
+                       f"window {args.sequence_length}, lr {config.learning_rate:g} {args.schedule}")
+        sample = generate_text(model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=args.seed)
+        ours.append((arch, description, metrics, score_text(model, splits.val), score_text(model, test_text) if test_text else None, sample))
 
     peer_val = peer_test = None
     peer_seconds = peer_epochs = 0
@@ -127,29 +144,37 @@ def main(argv=None) -> None:
 
     print()
     print(f"{'model':<52} {'val ppl':>8} {'val bpc':>8} {'test ppl':>9} {'train s':>8} {'epochs':>7}")
-    rows = [(f"ours: {args.arch} {args.units}, {args.sequence_length}-char windows", ours_val, ours_test, ours_seconds, metrics["epochs_run"])]
+    rows = [(f"ours: {arch}", val, test, metrics["train_seconds"], metrics["epochs_run"]) for arch, _, metrics, val, test, _ in ours]
     if peer_val:
         rows.append(("peer: keras-io LSTM(128), 40-char windows, RMSprop", peer_val, peer_test, peer_seconds, peer_epochs))
     for name, val, test, seconds, epochs in rows:
         shown_test = f"{test['perplexity']:>9.3f}" if test else f"{'-':>9}"
         print(f"{name:<52} {val['perplexity']:>8.3f} {val['bits_per_character']:>8.3f} {shown_test} {seconds:>8.0f} {epochs:>7}")
-    print(f"\nSample (ROMEO:, temperature 0.8, top-k 40, seed {args.seed}):\nROMEO:{sample}\n")
-    figure = "test" if test_text else "validation"
+    for arch, description, *_, sample in ours:
+        print(f"\n{description}\nSample (ROMEO:, temperature 0.8, top-k 40, seed {args.seed}):\nROMEO:{sample}")
+    print(f"\nRun folders: {parent}/{{{','.join(archs)}}}\n")
+
+    def figure(val, test):
+        return (test or val)["perplexity"]
+
+    headline = ours[0]
     result = {
         "app": "charlm",
         "data": args.data + (f" (test {args.test})" if args.test else " (last 10% validation)"),
-        "metric": f"{figure} perplexity per character",
-        "value": round((ours_test or ours_val)["perplexity"], 4),
+        "metric": f"{'test' if test_text else 'validation'} perplexity per character",
+        "value": round(figure(headline[3], headline[4]), 4),
+        "model": headline[1],
+        "train_seconds": round(headline[2]["train_seconds"], 1),
+        "epochs": headline[2]["epochs_run"],
+        "bits_per_character": round((headline[4] or headline[3])["bits_per_character"], 4),
+        "others": {arch: {"value": round(figure(val, test), 4), "model": description, "train_seconds": round(metrics["train_seconds"], 1),
+                          "epochs": metrics["epochs_run"]} for arch, description, metrics, val, test, _ in ours[1:]},
         "peer": "keras-io LSTM(128), 40-char windows step 3, RMSprop 0.01, batch 128",
-        "peer_value": round((peer_test or peer_val)["perplexity"], 4) if peer_val else None,
-        "train_seconds": round(ours_seconds, 1),
-        "peer_train_seconds": round(peer_seconds, 1),
-        "bits_per_character": round((ours_test or ours_val)["bits_per_character"], 4),
+        "peer_value": round(figure(peer_val, peer_test), 4) if peer_val else None,
         "peer_bits_per_character": round((peer_test or peer_val)["bits_per_character"], 4) if peer_val else None,
-        "epochs": metrics["epochs_run"],
+        "peer_train_seconds": round(peer_seconds, 1),
         "peer_epochs": peer_epochs,
         "minutes_each": args.minutes,
-        "model": f"{args.arch} {args.units}, embedding {args.embedding_dim}, dropout {args.dropout}, window {args.sequence_length}",
     }
     sys.stdout.flush()
     print(json.dumps(result))

@@ -249,3 +249,35 @@ def test_generation_in_python_equals_the_exported_graph(arch, options):
     log_likelihood, predicted = tf.function(model.text_log_likelihood)(tf.constant(TEXT))
     assert score_text(model, TEXT)["log_probability"] == pytest.approx(float(log_likelihood), rel=1e-5)
     assert int(predicted) == len(TEXT) - 1
+
+
+def test_training_windows_start_at_a_new_offset_every_epoch():
+    """Training windows are cut at one random offset per epoch, so their contexts change between epochs."""
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from dlapps.apps.charlm.app import window_batches
+    from dlapps.apps.charlm.model import CharPreprocessor
+
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    text = "".join(np.random.default_rng(0).choice(letters, 1000))
+    preprocessor = CharPreprocessor(letters)
+    ids = preprocessor(tf.constant(text)).numpy()
+    where = {tuple(ids[i : i + 17]): i for i in range(len(ids) - 16)}  # every 17-character window is unique here
+    config = SimpleNamespace(sequence_length=16, batch_size=8, seed=3)
+    dataset = window_batches(text, config, preprocessor, training_set=True)
+    assert dataset.cardinality().numpy() == 8  # 999 // 16 - 1 = 61 whole windows at any offset
+
+    def starts():
+        found = []
+        for inputs, targets, weights in dataset:
+            assert inputs.shape[1] == 16 and np.all(weights.numpy() == 1)
+            for row_in, row_target in zip(inputs.numpy(), targets.numpy()):
+                found.append(where[tuple(row_in) + (row_target[-1],)])  # the target is the input moved by one
+        return found
+
+    epochs = [starts() for _ in range(3)]
+    for found in epochs:
+        assert len(found) == len(set(found)) == 61 and len({start % 16 for start in found}) == 1
+    assert len({found[0] % 16 for found in epochs}) > 1 and epochs[0] != sorted(epochs[0])  # new offsets, shuffled

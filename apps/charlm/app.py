@@ -77,6 +77,10 @@ class CharLMApp(App):
     def callbacks(self, model, splits, config) -> list:
         import keras
 
+        from dlapps.shared import training
+
+        if config.schedule == "cosine":
+            return [training.cosine_decay(config.learning_rate, config.epochs, config.max_minutes, config.warmup)]
         if len(splits.val) > 1 and config.lr_decay < 1:
             return [keras.callbacks.ReduceLROnPlateau("val_loss", factor=config.lr_decay, patience=0, min_lr=1e-5, verbose=1)]
         return []
@@ -194,10 +198,27 @@ class CharLMApp(App):
 
 
 def window_batches(text: str, config, preprocessor, training_set: bool):
-    """(inputs, targets, weights) batches of the windows of `text`; characters become ids in tf.data."""
+    """(inputs, targets, weights) batches of the windows of `text`; characters become ids in tf.data.
+
+    Training windows start at a random offset every epoch, so a character is predicted from a
+    different context each time (fixed boundaries would show the model the same windows again).
+    """
     import tensorflow as tf
 
     length = config.sequence_length
+    if training_set:
+        ids = tf.constant(preprocessor(tf.constant(text)).numpy())
+        count = (len(text) - 1) // length - 1  # whole windows at any offset in [0, length)
+        if count >= 1:
+            def cut(start):
+                window = ids[start : start + length + 1]
+                return window[:-1], window[1:], tf.ones([length], "float32")
+
+            offsets = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).take(1)
+            starts = offsets.flat_map(lambda r: tf.data.Dataset.range(count).map(lambda i: i * length + r % length))
+            dataset = starts.shuffle(count, seed=config.seed, reshuffle_each_iteration=True)
+            dataset = dataset.map(cut, num_parallel_calls=tf.data.AUTOTUNE).batch(config.batch_size)
+            return dataset.apply(tf.data.experimental.assert_cardinality(-(-count // config.batch_size))).prefetch(tf.data.AUTOTUNE)
     # Full windows only where there are any: Keras averages a padded window's zero-weight
     # positions into val_loss; score_text (evaluate) covers the whole text exactly.
     pieces = charlm_data.windows(text, length, full_only=True) or charlm_data.windows(text, length, full_only=training_set)

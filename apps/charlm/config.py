@@ -13,13 +13,16 @@ class CharLMConfig(TrainConfig):
     batch_size: int = default(64, help="windows per step, summed over all devices")
     learning_rate: float = default(2e-3)
     val_fraction: float = default(0.1, help="share of the text held out for validation: its last part")
-    lr_decay: float = option(0.5, "multiply the learning rate by this after an epoch without validation improvement (1: never)", above=0, max=1)
+    schedule: str = option("cosine", "learning rate: cosine decay to 0 over --epochs or --max-minutes (whichever ends first), or plateau: times --lr-decay after an epoch without validation improvement",
+                           choices=("cosine", "plateau"))
+    warmup: float = option(0.02, "cosine: share of training that warms the learning rate up linearly from 0", min=0, below=1)
+    lr_decay: float = option(0.5, "plateau: multiply the learning rate by this after an epoch without validation improvement (1: never)", above=0, max=1)
     # --- data ---
     demo_chars: int = option(200_000, "characters of standard-library docstrings the demo trains on", min=100, max=100_000_000)
     min_count: int = option(1, "characters seen fewer times in training go to the out-of-vocabulary symbol", min=1)
     # --- model ---
     arch: str = option("gru", "network", choices=ARCHITECTURES)
-    sequence_length: int = option(128, "characters per training window (all predicted); the transformer's context", min=2, max=65536)
+    sequence_length: int = option(128, "characters per training window (all predicted; windows start at a new random offset every epoch); the transformer's context", min=2, max=65536)
     embedding_dim: int = option(64, "character vector size (the transformer's model width)", min=1, max=8192)
     units: list[int] = option([512], "units of each stacked LSTM/GRU layer, e.g. 256,256", min=1, max=8192)
     num_layers: int = option(4, "transformer blocks", min=1, max=128)
