@@ -1,12 +1,15 @@
 """NER benchmark: our BiLSTM-CRF against a CRF with hand-crafted features (sklearn-crfsuite), same
-data, same run. Both train on --train; ours keeps the epoch with the best --dev loss.
+data, same run. Both train on --train; ours keeps the epoch with the best --dev entity F1.
 
     python benchmarks/ner.py --train ../shared/data/conll2003/train.txt --dev ../shared/data/conll2003/valid.txt [--test PATH] [--minutes N]
-    python benchmarks/ner.py ... --w2v-corpus ../shared/data/word2vec/wikipedia   # + pretrained vectors
+    python benchmarks/ner.py ... --w2v-corpus ../shared/data/word2vec/wikipedia [--w2v-trainer dlapps]   # + pretrained vectors
 
-With --w2v-corpus, gensim word2vec (skip-gram, 100 dims, lower-cased) is first trained on that folder
-of text files (timed separately) and passed as --embeddings in word2vec text format, exactly what the
-word2vec app writes; --embeddings FILE uses existing vectors. Scores are seqeval entity F1 (conlleval).
+With --w2v-corpus, skip-gram vectors (100 dims, window 5, lower-cased, min_count 3) are first trained
+on that folder of text files (timed separately) by gensim or, with --w2v-trainer dlapps, by our own
+word2vec app, and passed as --embeddings in word2vec text format; --embeddings FILE uses existing
+vectors. Without either, word vectors start random (char CNN + casing only). Scores are seqeval
+entity F1 (conlleval). --seeds N trains N model seeds on the same vectors and reports each, their
+mean and spread (max - min); the JSON value is the mean.
 Ends with one JSON line of figures.
 """
 
@@ -23,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from dlapps.apps.ner import data as ner_data  # noqa: E402
-from vectors import gensim_vectors  # noqa: E402  (benchmarks/vectors.py, beside this script)
+from vectors import dlapps_vectors, gensim_vectors  # noqa: E402  (benchmarks/vectors.py, beside this script)
 
 
 def crf_features(tokens: list[str], i: int) -> dict:
@@ -58,10 +61,16 @@ def peer(train, tests: dict) -> tuple[dict, float]:
     return scores, seconds
 
 
-def train_word2vec(corpus: str, out: Path, seed: int) -> tuple[Path, float]:
-    """Lower-cased skip-gram vectors from every text file under `corpus`, in word2vec text format."""
-    token = re.compile(r"\w+(?:[-.,]\w+)*|[^\w\s]")
-    return gensim_vectors(corpus, out, seed, lambda line: token.findall(line.lower()), min_count=3)
+TOKEN = r"\w+(?:[-.,]\w+)*|[^\w\s]"  # words with inner hyphens, dots, commas ("U.S.", "1,000"); punctuation alone
+
+
+def train_word2vec(corpus: str, scratch: Path, seed: int, trainer: str) -> tuple[Path, float]:
+    """Lower-cased skip-gram vectors from every text file under `corpus`, in word2vec text format,
+    trained by gensim or by `dlapps word2vec` with the same options and tokens."""
+    if trainer == "dlapps":
+        return dlapps_vectors(corpus, scratch / "word2vec", seed, TOKEN, min_count=3)
+    token = re.compile(TOKEN)
+    return gensim_vectors(corpus, scratch / "vectors.txt", seed, lambda line: token.findall(line.lower()), min_count=3)
 
 
 def main():
@@ -76,8 +85,11 @@ def main():
     parser.add_argument("--head", default="crf", choices=("crf", "softmax"))
     parser.add_argument("--embeddings", default="", help="word2vec file to initialise word vectors")
     parser.add_argument("--w2v-corpus", default="", help="folder of text files to train word2vec vectors on first")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="", help="run folder (default: a temporary one)")
+    parser.add_argument("--w2v-trainer", default="gensim", choices=("gensim", "dlapps"),
+                        help="what trains the --w2v-corpus vectors: gensim, or our own `dlapps word2vec` (same options)")
+    parser.add_argument("--seed", type=int, default=0, help="the first model seed (the vectors use it too)")
+    parser.add_argument("--seeds", type=int, default=1, help="model seeds to train on the same vectors (mean and spread)")
+    parser.add_argument("--out", default="", help="run folder, with --seeds N > 1, OUT/seed_K each (default: a temporary folder)")
     args = parser.parse_args()
 
     from dlapps.apps.ner.app import APP, entity_scores
@@ -95,49 +107,68 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         embeddings, w2v_seconds = args.embeddings, 0.0
         if args.w2v_corpus:
-            embeddings, w2v_seconds = train_word2vec(args.w2v_corpus, Path(scratch) / "vectors.txt", args.seed)
-            print(f"word2vec vectors trained in {w2v_seconds:.1f} s", flush=True)
+            embeddings, w2v_seconds = train_word2vec(args.w2v_corpus, Path(scratch), args.seed, args.w2v_trainer)
+            print(f"{args.w2v_trainer} word2vec vectors trained in {w2v_seconds:.1f} s", flush=True)
         data_dir = Path(scratch) / "data"
         data_dir.mkdir()
         (data_dir / "train.txt").symlink_to(Path(args.train).resolve())
         (data_dir / "valid.txt").symlink_to(Path(args.dev).resolve())
-        out = args.out or str(Path(scratch) / "run")
-        config = resolve(NerConfig, None, {
-            "data": str(data_dir), "out": out, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-            "lstm_units": args.lstm_units, "head": args.head, "embeddings": str(embeddings or ""), "patience": 6,
-            "max_minutes": args.minutes,
-        })
-        started = time.time()
-        metrics = training.train(APP, config)
-        train_seconds = time.time() - started
-        model = training.load_model(out, "ner")
-        ours = {name: entity_scores(model, sentences) for name, sentences in tests.items()}
+        runs = []  # one per model seed, all on the same vectors
+        for seed in range(args.seed, args.seed + args.seeds):
+            out = Path(args.out or Path(scratch) / "run")
+            out = out / f"seed_{seed}" if args.seeds > 1 else out
+            config = resolve(NerConfig, None, {
+                "data": str(data_dir), "out": str(out), "epochs": args.epochs, "batch_size": args.batch_size, "seed": seed,
+                "lstm_units": args.lstm_units, "head": args.head, "embeddings": str(embeddings or ""), "patience": 6,
+                "max_minutes": args.minutes,
+            })
+            started = time.time()
+            metrics = training.train(APP, config)
+            seconds = time.time() - started
+            model = training.load_model(out, "ner")
+            scores = {name: entity_scores(model, sentences) for name, sentences in tests.items()}
+            runs.append({"seed": seed, "scores": scores, "metrics": metrics, "seconds": seconds})
+            print(f"seed {seed}: dev F1 {scores['dev']['f1']:.4f} (best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
+                  f"{seconds:.1f} s); dev F1 per epoch {metrics.get('val_f1_per_epoch')}", flush=True)
+
+    def mean_and_spread(split: str) -> tuple[float, float]:
+        values = [r["scores"][split]["f1"] for r in runs]
+        return sum(values) / len(values), max(values) - min(values)
 
     print()
-    print(f"{'model':<48} " + " ".join(f"{name + ' F1':>9}" for name in tests) + f" {'seconds':>8}")
+    print(f"{'model':<52} " + " ".join(f"{name + ' F1':>9}" for name in tests) + f" {'seconds':>8}")
     name = f"ours: BiLSTM({args.lstm_units})-{args.head.upper()} + char CNN" + (" + w2v" if embeddings else "")
-    print(f"{name:<48} " + " ".join(f"{ours[n]['f1']:>9.4f}" for n in tests) + f" {train_seconds:>8.1f}")
-    print(f"{'peer: CRF, hand-crafted features (crfsuite)':<48} " + " ".join(f"{peer_scores[n]:>9.4f}" for n in tests) + f" {peer_seconds:>8.1f}")
-    print(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}; dev F1 per epoch {metrics.get('val_f1_per_epoch')}")
-    print("dev per type: " + ", ".join(f"{k} {v['f1-score']:.4f}" for k, v in ours["dev"]["per_type"].items()))
+    for r in runs:
+        print(f"{name + ', seed ' + str(r['seed']):<52} " + " ".join(f"{r['scores'][n]['f1']:>9.4f}" for n in tests) + f" {r['seconds']:>8.1f}")
+    if len(runs) > 1:
+        print(f"{'ours: mean of ' + str(len(runs)) + ' seeds (spread: max - min)':<52} "
+              + " ".join(f"{mean_and_spread(n)[0]:>9.4f}" for n in tests) + "\n" + f"{'':<52} "
+              + " ".join(f"{'±' + format(mean_and_spread(n)[1], '.4f'):>9}" for n in tests))
+    print(f"{'peer: CRF, hand-crafted features (crfsuite)':<52} " + " ".join(f"{peer_scores[n]:>9.4f}" for n in tests) + f" {peer_seconds:>8.1f}")
+    print("dev per type (first seed): " + ", ".join(f"{k} {v['f1-score']:.4f}" for k, v in runs[0]["scores"]["dev"]["per_type"].items()))
+    dev_mean, dev_spread = mean_and_spread("dev")
     result = {
         "app": "ner",
         "data": args.train,
-        "metric": "seqeval entity F1 on --dev",
-        "value": round(ours["dev"]["f1"], 4),
+        "metric": "seqeval entity F1 on --dev" + (f", mean of {len(runs)} model seeds" if len(runs) > 1 else ""),
+        "value": round(dev_mean, 4),
+        "values": [round(r["scores"]["dev"]["f1"], 4) for r in runs],
+        "seeds": [r["seed"] for r in runs],
+        "spread": round(dev_spread, 4),
         "peer": "sklearn-crfsuite CRF (tutorial word features, +-1 window, no POS)",
         "peer_value": round(peer_scores["dev"], 4),
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": [round(r["seconds"], 1) for r in runs],
         "peer_seconds": round(peer_seconds, 1),
-        "embeddings": "gensim word2vec on " + args.w2v_corpus if args.w2v_corpus else (embeddings or "random init"),
+        "embeddings": f"{args.w2v_trainer} word2vec on {args.w2v_corpus}" if args.w2v_corpus else (embeddings or "random init"),
         "embedding_seconds": round(w2v_seconds, 1),
-        "best_epoch": metrics["best_epoch"],
-        "epochs_run": metrics["epochs_run"],
-        "dev_precision": round(ours["dev"]["precision"], 4),
-        "dev_recall": round(ours["dev"]["recall"], 4),
+        "best_epochs": [r["metrics"]["best_epoch"] for r in runs],
+        "epochs_run": [r["metrics"]["epochs_run"] for r in runs],
+        "dev_precision": [round(r["scores"]["dev"]["precision"], 4) for r in runs],
+        "dev_recall": [round(r["scores"]["dev"]["recall"], 4) for r in runs],
     }
     if args.test:
-        result.update(test_value=round(ours["test"]["f1"], 4), test_peer_value=round(peer_scores["test"], 4))
+        result.update(test_value=round(mean_and_spread("test")[0], 4), test_values=[round(r["scores"]["test"]["f1"], 4) for r in runs],
+                      test_peer_value=round(peer_scores["test"], 4))
     print(json.dumps(result))
 
 

@@ -34,3 +34,21 @@ def gensim_vectors(corpus: str, out: Path, seed: int, tokenize: Callable[[str], 
     model.wv.save_word2vec_format(str(out), binary=False)
     tokenised.unlink()
     return out, time.time() - started
+
+
+def dlapps_vectors(corpus: str, folder: Path, seed: int, token_pattern: str, min_count: int) -> tuple[Path, float]:
+    """The same skip-gram vectors trained by `dlapps word2vec train` (its defaults are gensim's),
+    words matched by `token_pattern` after lower-casing; returns `folder`/vectors.txt and the
+    seconds taken. The chain the suite exists for: our vectors feeding our taggers."""
+    from dlapps.apps.word2vec.app import APP
+    from dlapps.apps.word2vec.config import Word2VecConfig
+    from dlapps.shared import training
+    from dlapps.shared.config import resolve
+
+    if not any(Path(corpus).rglob("*.txt")):
+        raise UserError(f"{corpus}: no .txt files to train word2vec vectors on")
+    started = time.time()
+    config = resolve(Word2VecConfig, None, {"data": corpus, "out": str(folder), "seed": seed,
+                                            "token_pattern": token_pattern, "min_count": min_count})
+    training.train(APP, config)
+    return folder / "vectors.txt", time.time() - started
