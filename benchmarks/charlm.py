@@ -12,7 +12,9 @@ character, softmax, RMSprop(0.01), batch 128. Both train for --minutes each, one
 and are scored by the same definition: perplexity = exp(mean negative log-likelihood per predicted
 character); ours predicts each character after the first from the preceding characters of its
 128-character window, the peer each character after the first 40 from the 40 before it (its fixed
-input). Ends with one JSON line.
+input). --seeds N trains N seeds of each architecture and reports each, their mean and spread
+(max - min; the peer trains once). --out keeps the run folders (OUT/ARCH, OUT/ARCH/seed_K with
+--seeds) for `dlapps charlm evaluate` on other text. Ends with one JSON line.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data", required=True, help="UTF-8 text; first 90%% trains, last 10%% validates")
     parser.add_argument("--test", help="a held-out text both models are also scored on")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time for each model")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first model seed (the peer uses it)")
+    parser.add_argument("--seeds", type=int, default=1, help="model seeds per architecture, each --minutes (mean and spread)")
     parser.add_argument("--arch", default="gru,transformer",
                         help="our architectures, comma-separated, each trained for --minutes (the first is the headline)")
     parser.add_argument("--units", default="512", help="recurrent units per layer, e.g. 512 or 256,256")
@@ -114,25 +117,29 @@ def main(argv=None) -> None:
     test_text = charlm_data.read_file(Path(args.test)) if args.test else None
     parent = Path(args.out or tempfile.mkdtemp(prefix="charlm-bench-"))
 
-    ours = []  # (arch, description, metrics, val, test, sample), in --arch order
+    ours = []  # one dict per (arch, seed), in --arch order
     for arch in archs:
         transformer = arch == "transformer"
-        config = CharLMConfig(
-            data=args.data, out=str(parent / arch), epochs=1000, max_minutes=args.minutes, seed=args.seed, val_fraction=0.1,
-            arch=arch, units=[int(u) for u in args.units.split(",")],
-            embedding_dim=args.model_dim if transformer else args.embedding_dim, num_layers=args.num_layers, num_heads=args.num_heads,
-            dropout=args.dropout, sequence_length=args.sequence_length, batch_size=args.batch_size,
-            learning_rate=args.learning_rate or (1e-3 if transformer else 2e-3), schedule=args.schedule,
-        )
-        config_lib.validate(config, source="benchmark options")
-        metrics = training.train(APP, config)
-        model = training.load_model(config.out, "charlm")
-        shape = (f"{args.num_layers}x{args.model_dim}, {args.num_heads} heads" if transformer
-                 else f"{args.units} units, embedding {args.embedding_dim}")
-        description = (f"{arch} {shape}, {model.count_params():,} parameters, dropout {args.dropout}, "
-                       f"window {args.sequence_length}, lr {config.learning_rate:g} {args.schedule}")
-        sample = generate_text(model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=args.seed)
-        ours.append((arch, description, metrics, score_text(model, splits.val), score_text(model, test_text) if test_text else None, sample))
+        for seed in range(args.seed, args.seed + args.seeds):
+            config = CharLMConfig(
+                data=args.data, out=str(parent / arch / (f"seed_{seed}" if args.seeds > 1 else "")), epochs=1000,
+                max_minutes=args.minutes, seed=seed, val_fraction=0.1, arch=arch, units=[int(u) for u in args.units.split(",")],
+                embedding_dim=args.model_dim if transformer else args.embedding_dim, num_layers=args.num_layers,
+                num_heads=args.num_heads, dropout=args.dropout, sequence_length=args.sequence_length, batch_size=args.batch_size,
+                learning_rate=args.learning_rate or (1e-3 if transformer else 2e-3), schedule=args.schedule,
+            )
+            config_lib.validate(config, source="benchmark options")
+            metrics = training.train(APP, config)
+            model = training.load_model(config.out, "charlm")
+            shape = (f"{args.num_layers}x{args.model_dim}, {args.num_heads} heads" if transformer
+                     else f"{args.units} units, embedding {args.embedding_dim}")
+            ours.append({
+                "arch": arch, "seed": seed, "metrics": metrics, "val": score_text(model, splits.val),
+                "test": score_text(model, test_text) if test_text else None,
+                "description": f"{arch} {shape}, {model.count_params():,} parameters, dropout {args.dropout}, "
+                               f"window {args.sequence_length}, lr {config.learning_rate:g} {args.schedule}",
+                "sample": generate_text(model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=seed),
+            })
 
     peer_val = peer_test = None
     peer_seconds = peer_epochs = 0
@@ -142,35 +149,45 @@ def main(argv=None) -> None:
         peer_val = score_peer(peer, splits.val, vocabulary)
         peer_test = score_peer(peer, test_text, vocabulary) if test_text else None
 
+    def figure(run):  # the test figure when there is a test text, else validation
+        return (run["test"] or run["val"])["perplexity"]
+
+    def summary(arch):
+        runs = [run for run in ours if run["arch"] == arch]
+        values = [figure(run) for run in runs]
+        return {"value": round(sum(values) / len(values), 4), "values": [round(v, 4) for v in values],
+                "spread": round(max(values) - min(values), 4), "model": runs[0]["description"],
+                "train_seconds": [round(run["metrics"]["train_seconds"], 1) for run in runs],
+                "epochs": [run["metrics"]["epochs_run"] for run in runs],
+                "bits_per_character": round(sum((run["test"] or run["val"])["bits_per_character"] for run in runs) / len(runs), 4)}
+
     print()
     print(f"{'model':<52} {'val ppl':>8} {'val bpc':>8} {'test ppl':>9} {'train s':>8} {'epochs':>7}")
-    rows = [(f"ours: {arch}", val, test, metrics["train_seconds"], metrics["epochs_run"]) for arch, _, metrics, val, test, _ in ours]
+    rows = [(f"ours: {run['arch']}" + (f", seed {run['seed']}" if args.seeds > 1 else ""), run["val"], run["test"],
+             run["metrics"]["train_seconds"], run["metrics"]["epochs_run"]) for run in ours]
     if peer_val:
         rows.append(("peer: keras-io LSTM(128), 40-char windows, RMSprop", peer_val, peer_test, peer_seconds, peer_epochs))
     for name, val, test, seconds, epochs in rows:
         shown_test = f"{test['perplexity']:>9.3f}" if test else f"{'-':>9}"
         print(f"{name:<52} {val['perplexity']:>8.3f} {val['bits_per_character']:>8.3f} {shown_test} {seconds:>8.0f} {epochs:>7}")
-    for arch, description, *_, sample in ours:
-        print(f"\n{description}\nSample (ROMEO:, temperature 0.8, top-k 40, seed {args.seed}):\nROMEO:{sample}")
+    if args.seeds > 1:
+        for arch in archs:
+            shown = summary(arch)
+            print(f"ours: {arch}, mean of {args.seeds} seeds: {shown['value']:.3f} (spread max - min {shown['spread']:.3f})")
+    for run in ours:
+        print(f"\n{run['description']}, seed {run['seed']}\nSample (ROMEO:, temperature 0.8, top-k 40):\nROMEO:{run['sample']}")
     print(f"\nRun folders: {parent}/{{{','.join(archs)}}}\n")
 
-    def figure(val, test):
-        return (test or val)["perplexity"]
-
-    headline = ours[0]
+    headline = summary(archs[0])
     result = {
         "app": "charlm",
         "data": args.data + (f" (test {args.test})" if args.test else " (last 10% validation)"),
-        "metric": f"{'test' if test_text else 'validation'} perplexity per character",
-        "value": round(figure(headline[3], headline[4]), 4),
-        "model": headline[1],
-        "train_seconds": round(headline[2]["train_seconds"], 1),
-        "epochs": headline[2]["epochs_run"],
-        "bits_per_character": round((headline[4] or headline[3])["bits_per_character"], 4),
-        "others": {arch: {"value": round(figure(val, test), 4), "model": description, "train_seconds": round(metrics["train_seconds"], 1),
-                          "epochs": metrics["epochs_run"]} for arch, description, metrics, val, test, _ in ours[1:]},
+        "metric": f"{'test' if test_text else 'validation'} perplexity per character"
+                  + (f", mean of {args.seeds} seeds" if args.seeds > 1 else ""),
+        **headline,
+        "others": {arch: summary(arch) for arch in archs[1:]},
         "peer": "keras-io LSTM(128), 40-char windows step 3, RMSprop 0.01, batch 128",
-        "peer_value": round(figure(peer_val, peer_test), 4) if peer_val else None,
+        "peer_value": round((peer_test or peer_val)["perplexity"], 4) if peer_val else None,
         "peer_bits_per_character": round((peer_test or peer_val)["bits_per_character"], 4) if peer_val else None,
         "peer_train_seconds": round(peer_seconds, 1),
         "peer_epochs": peer_epochs,

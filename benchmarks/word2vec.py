@@ -91,7 +91,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="first seed (ours: SEED..SEED+N-1; gensim: SEED)")
     parser.add_argument("--seeds", type=int, default=1, help="train this many of our models (seeds) on the same corpus")
     parser.add_argument("--gensim-evaluator", action="store_true", help="also score gensim's analogies with its own (slow) evaluator")
-    parser.add_argument("--out", default="", help="our run folder (default: a temporary folder); with --seeds N, OUT/seed-S")
+    parser.add_argument("--out", default="", help="our run folder (default: a temporary folder); with --seeds N, OUT/seed_S")
     args = parser.parse_args()
     if os.environ.get("PYTHONHASHSEED") is None:
         print("note: PYTHONHASHSEED is not set, so gensim's initial vectors differ between runs")
@@ -117,7 +117,7 @@ def main():
         runs = []
         for seed in range(args.seed, args.seed + args.seeds):
             folder = Path(args.out or Path(scratch) / "run")
-            out = folder / f"seed-{seed}" if args.seeds > 1 else folder
+            out = folder / f"seed_{seed}" if args.seeds > 1 else folder
             metrics, ours, wall = train_ours(Word2VecConfig(**base, out=str(out), seed=seed), analogies, similarity,
                                              args.restrict_vocab)
             runs.append({"seed": seed, "train_seconds": metrics["train_seconds"], "wall": wall, **ours})
