@@ -10,6 +10,14 @@ from typing import Callable
 from dlapps.shared.errors import UserError
 
 
+def text_files(corpus: str) -> list[Path]:
+    """The .txt files under `corpus`, sorted; a one-line error when there are none."""
+    files = sorted(Path(corpus).rglob("*.txt"))
+    if not files:
+        raise UserError(f"{corpus}: no .txt files to train word2vec vectors on")
+    return files
+
+
 def gensim_vectors(corpus: str, out: Path, seed: int, tokenize: Callable[[str], list[str]],
                    min_count: int) -> tuple[Path, float]:
     """Skip-gram vectors (100 dims, window 5, 5 negatives, 5 epochs) of every .txt file under
@@ -18,9 +26,7 @@ def gensim_vectors(corpus: str, out: Path, seed: int, tokenize: Callable[[str], 
     from gensim.models import Word2Vec
 
     started = time.time()
-    files = sorted(Path(corpus).rglob("*.txt"))
-    if not files:
-        raise UserError(f"{corpus}: no .txt files to train word2vec vectors on")
+    files = text_files(corpus)
     # Tokenised once into one file: gensim's corpus_file mode reads it in C, in parallel, per epoch.
     tokenised = out.with_suffix(".corpus")
     with open(tokenised, "w", encoding="utf-8") as file:
@@ -45,8 +51,7 @@ def dlapps_vectors(corpus: str, folder: Path, seed: int, token_pattern: str, min
     from dlapps.shared import training
     from dlapps.shared.config import resolve
 
-    if not any(Path(corpus).rglob("*.txt")):
-        raise UserError(f"{corpus}: no .txt files to train word2vec vectors on")
+    text_files(corpus)
     started = time.time()
     config = resolve(Word2VecConfig, None, {"data": corpus, "out": str(folder), "seed": seed,
                                             "token_pattern": token_pattern, "min_count": min_count})

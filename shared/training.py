@@ -373,7 +373,7 @@ def _callback_classes():
             done = (self.epoch + (batch / steps if steps else 0.0)) / max(self.epochs, 1)
             if self.minutes > 0:
                 done = max(done, (time.time() - self.began) / (60 * self.minutes))
-            return min(done, 1.0)
+            return done
 
         def on_train_batch_begin(self, batch, logs=None):
             self.model.optimizer.learning_rate.assign(cosine_rate(self.start, self.progress(batch), self.warmup))
@@ -382,8 +382,9 @@ def _callback_classes():
 
 
 def cosine_rate(start: float, progress: float, warmup: float = 0.0) -> float:
-    """The learning rate `progress` (0..1) of the way through training: linear warm-up over the
-    first `warmup`, then half a cosine from `start` down to 0."""
+    """The learning rate `progress` (0..1, clipped) of the way through training: linear warm-up
+    over the first `warmup`, then half a cosine from `start` down to 0."""
+    progress = min(max(progress, 0.0), 1.0)
     if progress < warmup:
         return start * (progress + 1e-3) / warmup
     return start * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / max(1 - warmup, 1e-9)))

@@ -207,7 +207,7 @@ def window_batches(text: str, config, preprocessor, training_set: bool):
 
     length = config.sequence_length
     if training_set:
-        ids = tf.constant(preprocessor(tf.constant(text)).numpy())
+        ids = preprocessor(tf.constant(text))
         count = (len(text) - 1) // length - 1  # whole windows at any offset in [0, length)
         if count >= 1:
             def cut(start):

@@ -112,7 +112,7 @@ class ClassifyApp(App):
             start, epochs = config.learning_rate, config.epochs
         from dlapps.shared.training import cosine_rate
 
-        return [keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(start, min(epoch / max(epochs, 1), 1.0)))]
+        return [keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(start, epoch / max(epochs, 1)))]
 
     def describe_training(self, model, splits, config) -> str:
         return (f"Training on {len(splits.train)} images, validating on {len(splits.val)}; classes {model.labels}; "
