@@ -19,6 +19,7 @@ last completed epoch. Every file is written to a temporary name and renamed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -285,6 +286,7 @@ def model_for_run(run: Run, config, build: Callable[[], Any], strategy):
 # --- callbacks -------------------------------------------------------------------------------------
 
 
+@functools.cache  # one set of classes, so `isinstance` recognises an app's CosineDecay
 def _callback_classes():
     import keras
 
@@ -352,48 +354,58 @@ def _callback_classes():
 
     class CosineDecay(keras.callbacks.Callback):
         """Sets the learning rate before every batch: a linear warm-up over the first `warmup` of
-        training, then cosine decay (Loshchilov & Hutter 2017, no restarts) from `start` towards 0.
-        Progress is the larger of epochs done / `epochs` and, with a time budget, minutes passed /
-        `minutes`, so a --max-minutes run anneals fully by its deadline however many epochs fit."""
+        training, then cosine decay (Loshchilov & Hutter 2017, no restarts) from `start` down to
+        `floor` x `start`. Progress is the larger of epochs done / `epochs` and, with a time budget,
+        the share of `minutes` spent, so a --max-minutes run anneals fully by its deadline however
+        many epochs fit. Within `train` the budget is the run's one deadline (`deadline`, set by
+        `_train_stages`), the same one that stops training; alone, it starts at `on_train_begin`."""
 
-        def __init__(self, start: float, epochs: int, minutes: float = 0.0, warmup: float = 0.0):
+        def __init__(self, start: float, epochs: int, minutes: float = 0.0, warmup: float = 0.0, floor: float = 0.0):
             super().__init__()
-            self.start, self.epochs, self.minutes, self.warmup = float(start), int(epochs), float(minutes), float(warmup)
-            self.began = time.time()
+            self.start, self.epochs, self.minutes = float(start), int(epochs), float(minutes)
+            self.warmup, self.floor = float(warmup), float(floor)
+            self.deadline = None
             self.epoch = 0
 
         def on_train_begin(self, logs=None):
-            self.began = time.time()
+            if self.deadline is None and self.minutes > 0:
+                self.deadline = time.time() + 60 * self.minutes
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 
         def progress(self, batch: int) -> float:
-            steps = (self.params or {}).get("steps") or 0
+            steps = (self.params or {}).get("steps") or 0  # None for a pipeline of unknown size: by epochs
             done = (self.epoch + (batch / steps if steps else 0.0)) / max(self.epochs, 1)
-            if self.minutes > 0:
-                done = max(done, (time.time() - self.began) / (60 * self.minutes))
+            if self.minutes > 0 and self.deadline is not None:
+                done = max(done, 1 - (self.deadline - time.time()) / (60 * self.minutes))
             return done
 
         def on_train_batch_begin(self, batch, logs=None):
-            self.model.optimizer.learning_rate.assign(cosine_rate(self.start, self.progress(batch), self.warmup))
+            rate = cosine_rate(self.start, self.progress(batch), self.warmup, self.floor)
+            self.model.optimizer.learning_rate.assign(rate)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:  # into history.csv: the rate the epoch ended at
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     return Checkpoint, TimeLimit, NanGuard, CosineDecay
 
 
-def cosine_rate(start: float, progress: float, warmup: float = 0.0) -> float:
+def cosine_rate(start: float, progress: float, warmup: float = 0.0, floor: float = 0.0) -> float:
     """The learning rate `progress` (0..1, clipped) of the way through training: linear warm-up
-    over the first `warmup`, then half a cosine from `start` down to 0."""
+    over the first `warmup`, then half a cosine from `start` down to `floor` x `start`."""
     progress = min(max(progress, 0.0), 1.0)
     if progress < warmup:
         return start * (progress + 1e-3) / warmup
-    return start * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / max(1 - warmup, 1e-9)))
+    cosine = 0.5 * (1 + math.cos(math.pi * (progress - warmup) / max(1 - warmup, 1e-9)))
+    return start * (floor + (1 - floor) * cosine)
 
 
-def cosine_decay(start: float, epochs: int, minutes: float = 0.0, warmup: float = 0.0):
+def cosine_decay(start: float, epochs: int, minutes: float = 0.0, warmup: float = 0.0, floor: float = 0.0):
     """The callback of a cosine learning-rate schedule over `epochs` or a `minutes` budget,
     whichever ends first (see CosineDecay above)."""
-    return _callback_classes()[3](start, epochs, minutes, warmup)
+    return _callback_classes()[3](start, epochs, minutes, warmup, floor)
 
 
 def time_limit(minutes: float):
@@ -521,7 +533,7 @@ def _checkpoint_selection(app, config, splits) -> tuple[str, str, str]:
 def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop: bool) -> dict:
     import keras
 
-    Checkpoint, TimeLimit, NanGuard, _ = _callback_classes()
+    Checkpoint, TimeLimit, NanGuard, CosineDecay = _callback_classes()
     monitor, mode, keep = _checkpoint_selection(app, config, splits)
     if val_ds is None and monitor.startswith("val_"):
         monitor = monitor[len("val_"):]
@@ -551,6 +563,9 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
                 stage.prepare(model)
         # asked per stage, after `prepare`: a stage may want its own (classify's phase two)
         extra = app.callbacks(model, splits, config, run=run) if takes_run else app.callbacks(model, splits, config)
+        for callback in extra:
+            if budget and isinstance(callback, CosineDecay):
+                callback.deadline = budget[0].deadline  # anneals by the deadline that stops training
         callbacks = [
             guard,
             *extra,  # first: a metric they add to the logs (val_bleu, val_f1) reaches the checkpoint and history

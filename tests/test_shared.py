@@ -372,3 +372,31 @@ def test_cosine_decay_warms_up_then_anneals_to_zero_by_the_last_batch(tmp_path):
     assert 5 <= peak <= 8 and rates[peak] == pytest.approx(0.1, rel=0.05)  # warm-up: the first fifth
     assert np.all(np.diff(rates[: peak + 1]) > 0) and np.all(np.diff(rates[peak:]) < 0)
     assert rates[-1] < 0.002
+
+
+def test_cosine_decay_has_a_floor_and_anneals_by_the_one_deadline_that_stops_training(tmp_path):
+    import time
+
+    from dlapps.shared import training
+    from dlapps.shared.config import TrainConfig
+    from dlapps.shared.training import Stage
+
+    assert training.cosine_rate(0.1, 1.0, floor=0.05) == pytest.approx(0.005)
+    assert training.cosine_rate(0.1, 0.5, floor=0.05) == pytest.approx(0.1 * (0.05 + 0.95 * 0.5))
+    schedules = []
+
+    def callbacks(model, splits, config):  # asked once per stage
+        schedules.append(training.cosine_decay(config.learning_rate, 1000, config.max_minutes, floor=0.02))
+        return [schedules[-1]]
+
+    app = _tiny_app()
+    app.callbacks = callbacks
+    app.stages = lambda config: [Stage("first", 2), Stage("second", 2)]
+    began = time.time()
+    metrics = training.train(app, TrainConfig(out=str(tmp_path / "run"), max_minutes=30, learning_rate=0.1))
+    assert metrics["epochs_run"] == 4 and len(schedules) == 2
+    # both stages read the run's deadline (not one of their own, counted from each stage's start)
+    assert schedules[0].deadline == schedules[1].deadline
+    assert began + 30 * 60 - 1 < schedules[0].deadline < time.time() + 30 * 60
+    rates = training.read_history(tmp_path / "run" / "history.csv")["learning_rate"]
+    assert len(rates) == 4 and all(0.002 < rate <= 0.1 for rate in rates)

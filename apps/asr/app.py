@@ -99,34 +99,11 @@ class AsrApp(App):
     def callbacks(self, model, splits, config) -> list:
         if config.lr_schedule == "constant":
             return []
-        import math
-        import time
+        from dlapps.shared import training
 
-        import keras
-
-        class CosineDecay(keras.callbacks.Callback):
-            """Cosine decay to 2% of --learning-rate over --epochs or --max-minutes, whichever ends
-            first, updated every batch: a time-limited run still ends its last epochs at a low
-            rate, which the early stop of a constant rate never reaches."""
-
-            def on_train_begin(self, logs=None):
-                self.started, self.epoch = time.time(), 0
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch = epoch
-
-            def on_train_batch_begin(self, batch, logs=None):
-                progress = self.epoch / max(1, config.epochs)
-                if config.max_minutes:
-                    progress = max(progress, (time.time() - self.started) / (60 * config.max_minutes))
-                progress = min(progress, 1.0)
-                self.model.optimizer.learning_rate.assign(config.learning_rate * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))))
-
-            def on_epoch_end(self, epoch, logs=None):
-                if logs is not None:  # into history.csv: the rate the epoch ended at
-                    logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
-
-        return [CosineDecay()]
+        # to 2% by --epochs or --max-minutes, whichever ends first: a time-limited run still ends
+        # its last epochs at a low rate, which the early stop of a constant rate never reaches
+        return [training.cosine_decay(config.learning_rate, config.epochs, config.max_minutes, floor=0.02)]
 
     def datasets(self, model, splits, config):
         """(waveform, character ids) batches padded with zeros: similar lengths are batched

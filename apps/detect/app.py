@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -85,26 +84,11 @@ class DetectApp(App):
         return train, val
 
     def callbacks(self, model, splits: Splits, config) -> list:
-        import time
+        from dlapps.shared import training
 
-        import keras
-
-        class CosineDecay(keras.callbacks.Callback):
-            """Cosine decay to 5% of --learning-rate over --epochs or --max-minutes, whichever ends
-            first (so a time-limited run still ends at a low rate: late epochs refine the boxes)."""
-
-            def on_train_begin(self, logs=None):
-                self.started = time.time()
-
-            def on_epoch_begin(self, epoch, logs=None):
-                progress = epoch / max(1, config.epochs)
-                if config.max_minutes:
-                    progress = max(progress, (time.time() - self.started) / (60 * config.max_minutes))
-                progress = min(progress, 1.0)
-                rate = config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-                self.model.optimizer.learning_rate.assign(rate)
-
-        callbacks = [CosineDecay()]
+        # to 5% by --epochs or --max-minutes, whichever ends first: a time-limited run still ends
+        # at a low rate, and late epochs refine the boxes
+        callbacks = [training.cosine_decay(config.learning_rate, config.epochs, config.max_minutes, floor=0.05)]
         if len(splits.val):
             callbacks.append(validation_map_callback(splits.val, config.batch_size))
         return callbacks
