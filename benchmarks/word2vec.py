@@ -11,7 +11,9 @@ both. The held-out sets are the analogy questions (--test is an alias of --analo
 similarity files; both models are scored by the app's evaluator (gensim's protocol: analogies
 restricted to the 30,000 most frequent words, case-insensitive; similarity pairs with an unknown
 word skipped); gensim's own evaluate_word_pairs (and with --gensim-evaluator its slow
-evaluate_word_analogies) are printed as a cross-check. Prints a table and ends with one JSON line of figures.
+evaluate_word_analogies) are printed as a cross-check. `--seeds N` trains N models of each (seeds
+SEED..SEED+N-1; gensim's worker threads make even one seed vary between runs) and compares the means.
+Prints a table per seed (and of the means) and ends with one JSON line of figures.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ def corpus_folder(corpus: str, max_files: int, scratch: str) -> str:
     return str(subset)
 
 
-def run_gensim(sentences, args):
+def run_gensim(sentences, args, seed):
     from gensim.models import Word2Vec
 
     model = Word2Vec(vector_size=args.dim, window=args.window, negative=args.negative, min_count=args.min_count,
-                     sample=args.sample, sg=int(args.model == "skipgram"), workers=args.workers, seed=args.seed,
+                     sample=args.sample, sg=int(args.model == "skipgram"), workers=args.workers, seed=seed,
                      alpha=0.025, min_alpha=1e-4)
     started = time.time()
     model.build_vocab(sentences)
@@ -53,6 +55,23 @@ def run_gensim(sentences, args):
     started = time.time()
     model.train(sentences, total_examples=model.corpus_count, epochs=args.epochs)
     return model, vocab_seconds, time.time() - started
+
+
+def score_gensim(model, analogies, similarity, args) -> dict:
+    """gensim's vectors scored by our evaluator, and its own evaluators as a cross-check."""
+    from dlapps.apps.word2vec import app
+
+    vectors = app.Vectors(list(model.wv.index_to_key), model.wv.vectors)
+    scores = {"vocabulary_size": len(model.wv)}
+    if analogies:
+        scores["analogies"] = app.evaluate_analogies(vectors, analogies, args.restrict_vocab)
+        if args.gensim_evaluator:  # slow (tens of seconds); it gives the same figure as ours
+            own_score, _ = model.wv.evaluate_word_analogies(str(analogies), restrict_vocab=args.restrict_vocab)
+            scores["analogies"]["gensim_own_evaluator"] = own_score
+    scores["similarity"] = [app.evaluate_similarity(vectors, Path(p)) for p in similarity]
+    for result, path in zip(scores["similarity"], similarity):
+        result["gensim_own_spearman"] = float(model.wv.evaluate_word_pairs(path)[1].statistic)
+    return scores
 
 
 def train_ours(config, analogies, similarity, restrict_vocab):
@@ -88,15 +107,13 @@ def main():
     parser.add_argument("--restrict-vocab", type=int, default=30000)
     parser.add_argument("--token-pattern", default="[a-z]+")
     parser.add_argument("--max-files", type=int, default=0, help="use only the first N files of a corpus folder")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (ours: SEED..SEED+N-1; gensim: SEED)")
-    parser.add_argument("--seeds", type=int, default=1, help="train this many of our models (seeds) on the same corpus")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (ours and gensim: SEED..SEED+N-1)")
+    parser.add_argument("--seeds", type=int, default=1, help="train this many models of ours and of gensim (seeds) on the same corpus")
     parser.add_argument("--gensim-evaluator", action="store_true", help="also score gensim's analogies with its own (slow) evaluator")
     parser.add_argument("--out", default="", help="our run folder (default: a temporary folder); with --seeds N, OUT/seed_S")
     args = parser.parse_args()
     if os.environ.get("PYTHONHASHSEED") is None:
         print("note: PYTHONHASHSEED is not set, so gensim's initial vectors differ between runs")
-
-    from dlapps.apps.word2vec import app
 
     with tempfile.TemporaryDirectory() as scratch:
         corpus = corpus_folder(args.corpus, args.max_files, scratch)
@@ -108,12 +125,18 @@ def main():
         words = sum(len(s) for s in sentences)
         print(f"corpus {source}: {words} words in {len(sentences)} sentences")
 
-        gensim_model, gensim_vocab_seconds, gensim_seconds = run_gensim(sentences, args)
-        print(f"gensim: {gensim_seconds:.1f} s training, vocabulary {len(gensim_model.wv)}", flush=True)
-        del sentences
-
         analogies = Path(args.analogies) if args.analogies else None
         similarity = args.similarity
+        # gensim once per seed too: its worker threads make even one seed vary between runs by
+        # about as much as the gap being measured, so one gensim run is no yardstick
+        peers = []
+        for seed in range(args.seed, args.seed + args.seeds):
+            gensim_model, gensim_vocab_seconds, gensim_seconds = run_gensim(sentences, args, seed)
+            peers.append({"seed": seed, "train_seconds": gensim_seconds, **score_gensim(gensim_model, analogies, similarity, args)})
+            print(f"gensim, seed {seed}: {gensim_seconds:.1f} s training, vocabulary {len(gensim_model.wv)}", flush=True)
+            del gensim_model
+        del sentences
+
         runs = []
         for seed in range(args.seed, args.seed + args.seeds):
             folder = Path(args.out or Path(scratch) / "run")
@@ -123,21 +146,11 @@ def main():
             runs.append({"seed": seed, "train_seconds": metrics["train_seconds"], "wall": wall, **ours})
             print(f"ours, seed {seed}: {metrics['train_seconds']:.1f} s training", flush=True)
 
-        peer_vectors = app.Vectors(list(gensim_model.wv.index_to_key), gensim_model.wv.vectors)
-        peer = {"vocabulary_size": len(gensim_model.wv)}
-        if analogies:
-            peer["analogies"] = app.evaluate_analogies(peer_vectors, analogies, args.restrict_vocab)
-            if args.gensim_evaluator:  # slow (tens of seconds); it gives the same figure as ours
-                own_score, _ = gensim_model.wv.evaluate_word_analogies(str(analogies), restrict_vocab=args.restrict_vocab)
-                peer["analogies"]["gensim_own_evaluator"] = own_score
-        peer["similarity"] = [app.evaluate_similarity(peer_vectors, Path(p)) for p in similarity]
-        for result, path in zip(peer["similarity"], similarity):
-            result["gensim_own_spearman"] = float(gensim_model.wv.evaluate_word_pairs(path)[1].statistic)
 
-    def figures(run):
-        """name -> (ours, gensim) for one of our runs."""
-        rows = {"training seconds": (run["train_seconds"], gensim_seconds),
-                "words per second": (words * args.epochs / run["train_seconds"], words * args.epochs / gensim_seconds),
+    def figures(run, peer):
+        """name -> (ours, gensim) for one seed of each."""
+        rows = {"training seconds": (run["train_seconds"], peer["train_seconds"]),
+                "words per second": (words * args.epochs / run["train_seconds"], words * args.epochs / peer["train_seconds"]),
                 "vocabulary": (run["vocabulary_size"], peer["vocabulary_size"])}
         if analogies:
             rows[f"analogy accuracy ({run['analogies']['questions']} / {peer['analogies']['questions']} usable)"] = (
@@ -146,29 +159,41 @@ def main():
             rows[f"Spearman {Path(mine['file']).name} ({mine['pairs']} pairs)"] = (mine["spearman"], theirs["spearman"])
         return rows
 
-    for run in runs:
+    def mean(values):
+        return sum(values) / len(values)
+
+    tables = [(f"seed {run['seed']}", figures(run, peer)) for run, peer in zip(runs, peers)]
+    if len(runs) > 1:
+        each = [rows for _, rows in tables]
+        tables.append((f"mean of {len(runs)} seeds", {name: (mean([rows[name][0] for rows in each]), mean([rows[name][1] for rows in each]))
+                                                      for name in each[0]}))
+    for title, rows in tables:
         print()
-        print(f"{'figure, seed ' + str(run['seed']):<46} {'ours':>12} {'gensim':>12} {'ours/gensim':>12}")
-        for name, (mine, theirs) in figures(run).items():
+        print(f"{'figure, ' + title:<46} {'ours':>12} {'gensim':>12} {'ours/gensim':>12}")
+        for name, (mine, theirs) in rows.items():
             ratio = mine / theirs if theirs else float("nan")
             print(f"{name:<46} {mine:>12.4f} {theirs:>12.4f} {ratio:>12.3f}")
-        print(f"ours: wall {run['wall']:.1f} s including reading and writing files")
-    if analogies and args.gensim_evaluator:
-        print(f"gensim's own evaluate_word_analogies on its vectors: {peer['analogies']['gensim_own_evaluator']:.4f}")
-    for theirs in peer["similarity"]:
-        print(f"gensim's own evaluate_word_pairs Spearman on {Path(theirs['file']).name}: {theirs['gensim_own_spearman']:.4f}")
+    for run in runs:
+        print(f"ours, seed {run['seed']}: wall {run['wall']:.1f} s including reading and writing files")
+    for peer in peers:
+        if analogies and args.gensim_evaluator:
+            print(f"gensim seed {peer['seed']}: its own evaluate_word_analogies on its vectors: {peer['analogies']['gensim_own_evaluator']:.4f}")
+        for theirs in peer["similarity"]:
+            print(f"gensim seed {peer['seed']}: its own evaluate_word_pairs Spearman on {Path(theirs['file']).name}: {theirs['gensim_own_spearman']:.4f}")
     print(f"gensim vocabulary build {gensim_vocab_seconds:.1f} s")
 
     def headline(run):
         return run["analogies"]["accuracy"] if analogies else run["similarity"][0]["spearman"]
 
     def summary(values):
-        return {"each": [round(v, 4) for v in values], "mean": round(sum(values) / len(values), 4),
+        return {"each": [round(v, 4) for v in values], "mean": round(mean(values), 4),
                 "spread": round(max(values) - min(values), 4)}
 
     values = [headline(run) for run in runs]
     seconds = [run["train_seconds"] for run in runs]
-    peer_value = peer["analogies"]["accuracy"] if analogies else peer["similarity"][0]["spearman"]
+    peer_values = [headline(peer) for peer in peers]
+    peer_seconds = [peer["train_seconds"] for peer in peers]
+    peer_value = mean(peer_values)
     print(json.dumps({
         "app": "word2vec",
         "data": args.corpus + (f" (first {args.max_files} files)" if args.max_files else ""),
@@ -178,17 +203,18 @@ def main():
         "seeds": {"seed": [run["seed"] for run in runs], "value": summary(values), "train_seconds": summary(seconds)},
         "peer": f"gensim Word2Vec ({args.workers} workers)",
         "peer_value": round(peer_value, 4),
-        "value_ratio": round(sum(values) / len(values) / peer_value, 4) if peer_value else None,
-        "train_seconds": round(sum(seconds) / len(seconds), 1),
-        "peer_seconds": round(gensim_seconds, 1),
-        "time_ratio": round(sum(seconds) / len(seconds) / gensim_seconds, 3),
+        "peer_seeds": {"seed": [peer["seed"] for peer in peers], "value": summary(peer_values), "train_seconds": summary(peer_seconds)},
+        "value_ratio": round(mean(values) / peer_value, 4) if peer_value else None,
+        "train_seconds": round(mean(seconds), 1),
+        "peer_seconds": round(mean(peer_seconds), 1),
+        "time_ratio": round(mean(seconds) / mean(peer_seconds), 3),
         "words": words,
-        "words_per_second": round(words * args.epochs * len(seconds) / sum(seconds)),
-        "peer_words_per_second": round(words * args.epochs / gensim_seconds),
+        "words_per_second": round(words * args.epochs / mean(seconds)),
+        "peer_words_per_second": round(words * args.epochs / mean(peer_seconds)),
         "analogy_questions": runs[0]["analogies"]["questions"] if analogies else None,
-        "similarity": {Path(theirs["file"]).name: {"ours": summary([run["similarity"][i]["spearman"] for run in runs]),
-                                                    "peer": round(theirs["spearman"], 4)}
-                       for i, theirs in enumerate(peer["similarity"])},
+        "similarity": {Path(name).name: {"ours": summary([run["similarity"][i]["spearman"] for run in runs]),
+                                          "peer": summary([peer["similarity"][i]["spearman"] for peer in peers])}
+                       for i, name in enumerate(similarity)},
         "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "shared_negatives": args.shared_negatives,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }))
