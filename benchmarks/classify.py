@@ -65,7 +65,8 @@ def frozen_features_logreg(train, test, weights: str, image_size: int, alpha: fl
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
 
-    from dlapps.apps.classify.model import ImageClassifier, load_backbone_weights
+    from dlapps.apps.classify.model import ImageClassifier
+    from dlapps.shared.backbones import load_backbone_weights
 
     started = time.time()
     model = ImageClassifier(sorted(set(train.labels)), image_size=image_size, alpha=alpha, augment=False)

@@ -283,7 +283,8 @@ def test_two_phases_from_a_weights_file_resume_after_ctrl_c_and_a_mismatched_fil
 def test_a_keras_applications_weights_file_loads_into_its_backbone(tmp_path):
     import keras
 
-    from dlapps.apps.classify.model import ImageClassifier, load_backbone_weights
+    from dlapps.apps.classify.model import ImageClassifier
+    from dlapps.shared.backbones import load_backbone_weights
 
     file = tmp_path / "mobilenet_025.weights.h5"
     reference = keras.applications.MobileNet(input_shape=(SIZE, SIZE, 3), alpha=0.25, include_top=False, weights=None)

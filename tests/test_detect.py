@@ -348,7 +348,7 @@ class TestYoloContract(AppContract):
         ({}, ["--data", "tfds:voc/2070"], ["tfds:voc/2070"]),
         ({}, ["--image-size", "100"], ["--image-size must be a multiple of 32"]),
         ({}, ["--backbone", "mobilenet", "--weights", "{tmp}/none.h5"], ["none.h5", "no such weights file"]),
-        ({}, ["--weights", "imagenet"], ["--backbone tiny has no pretrained weights"]),
+        ({}, ["--weights", "imagenet"], ["--backbone tiny has no ImageNet weights"]),
         ({}, ["--arch", "rcnn"], ["--arch must be one of", "faster-rcnn"]),
         ({}, ["--anchor-ratios", "1,0"], ["--anchor-ratios must be above 0 and at most 10", "got [1.0, 0.0]"]),
     ]
@@ -509,6 +509,47 @@ def test_faster_rcnn_components_learn_a_fixed_batch():
     model.fit(images, targets, epochs=30, batch_size=8, verbose=0)
     after = losses()
     assert after[0] < 0.7 * before[0] and after[1] < 0.7 * before[1], (before, after)
+
+
+def test_backbone_weights_load_from_files_into_the_cut_and_the_tiny_backbones(tmp_path):
+    """shared.backbones: a keras.applications file fills the backbone cut at its feature maps (copied
+    by layer name), the tiny CNN takes a file of its own weights, and mismatches are one-line errors."""
+    import keras
+
+    from dlapps.apps.detect import model as detect_model
+    from dlapps.apps.detect.config import DetectConfig
+    from dlapps.shared.backbones import load_backbone_weights
+    from dlapps.shared.errors import UserError
+
+    def detector(backbone):
+        config = DetectConfig(backbone=backbone, alpha=0.25, weights="none", image_size=64, width=16)
+        return detect_model.build_detector("yolo", ["a", "b"], config, freeze_batchnorm=False)
+
+    reference = keras.applications.MobileNet(input_shape=(64, 64, 3), alpha=0.25, include_top=False, weights=None)
+    mobilenet_file = tmp_path / "mobilenet_025.weights.h5"
+    reference.save_weights(mobilenet_file)
+    model = detector("mobilenet")
+    assert load_backbone_weights(model, str(mobilenet_file)) == f"weights from {mobilenet_file}"
+    backbone = model.get_layer("backbone")
+    copied = [layer for layer in reference.layers if layer.weights]
+    assert len(copied) > 40
+    for layer in copied:
+        for loaded, saved in zip(backbone.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(loaded, saved)
+
+    trained = detector("tiny")
+    tiny_file = tmp_path / "tiny.weights.h5"
+    trained.get_layer("backbone").save_weights(tiny_file)
+    fresh = detector("tiny")
+    assert load_backbone_weights(fresh, str(tiny_file)) == f"weights from {tiny_file}"
+    for loaded, saved in zip(fresh.get_layer("backbone").get_weights(), trained.get_layer("backbone").get_weights()):
+        np.testing.assert_array_equal(loaded, saved)
+    with pytest.raises(UserError, match=r"mobilenet_025.weights.h5: does not match the tiny backbone without top"):
+        load_backbone_weights(fresh, str(mobilenet_file))
+    with pytest.raises(UserError, match="--backbone tiny has no ImageNet weights"):
+        load_backbone_weights(fresh, "imagenet")
+    with pytest.raises(UserError, match="gone.h5: no such weights file"):
+        load_backbone_weights(fresh, str(tmp_path / "gone.h5"))
 
 
 def test_tfds_reader_offline_with_mock_data():

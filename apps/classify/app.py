@@ -43,10 +43,9 @@ class ClassifyApp(App):
 
     # --- train ---
     def check_config(self, config) -> None:
-        if config.backbone == "tiny" and config.weights == "imagenet":
-            raise UserError("command line: --backbone tiny has no ImageNet weights; pass --weights none (or a weights file)")
-        if config.weights not in ("imagenet", "none") and not Path(config.weights).expanduser().is_file():
-            raise UserError(f"{Path(config.weights).expanduser()}: no such weights file (--weights takes imagenet, none or a file path)")
+        from dlapps.shared import backbones
+
+        backbones.check_weights(config.backbone, config.weights)
 
     def load_splits(self, config) -> Splits:
         splits = classify_data.load_splits(config)
@@ -59,7 +58,9 @@ class ClassifyApp(App):
         })
 
     def build_model(self, config, splits):
-        from .model import ImageClassifier, load_backbone_weights
+        from dlapps.shared import backbones
+
+        from .model import ImageClassifier
 
         model = ImageClassifier(
             splits.info["labels"],
@@ -72,7 +73,7 @@ class ClassifyApp(App):
             test_flip=config.test_flip,
             batchnorm_momentum=0.9 if config.weights == "none" else None,
         )
-        print(f"Backbone {config.backbone}: {load_backbone_weights(model, config.weights)}", flush=True)
+        print(f"Backbone {config.backbone}: {backbones.load_backbone_weights(model, config.weights)}", flush=True)
         return model
 
     def compile_model(self, model, config) -> None:

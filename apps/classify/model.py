@@ -9,52 +9,12 @@ Training happens in phases (``set_phase``): the new head on a frozen backbone, t
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 
 import keras
 from keras import layers, ops
 
-from dlapps.shared.errors import UserError
+from dlapps.shared import backbones
 from dlapps.shared.models import TaskModel
-
-# name -> (keras.applications constructor, input scaling the ImageNet weights expect, has alpha)
-BACKBONES = {
-    "tiny": (None, "tf", False),  # tiny_backbone: no pretrained weights
-    "mobilenet": ("MobileNet", "tf", True),
-    "mobilenet_v2": ("MobileNetV2", "tf", True),
-    # EfficientNet scales and normalises inside itself (its Rescaling + Normalization layers).
-    "efficientnet_b0": ("EfficientNetB0", "none", False),
-    "resnet50": ("ResNet50", "caffe", False),
-}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-@keras.saving.register_keras_serializable(package="dlapps.classify")
-class InputScaling(layers.Layer):
-    """RGB in [0, 255] -> what a backbone's ImageNet weights expect: ``tf`` scales to [-1, 1]
-    (MobileNets), ``caffe`` flips to BGR and subtracts the ImageNet mean (ResNet50), ``none`` passes
-    the pixels on (EfficientNet normalises inside itself)."""
-
-    def __init__(self, mode: str = "tf", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in ("tf", "caffe", "none"):
-            raise ValueError(f"input scaling must be tf, caffe or none, got {mode!r}")
-        self.mode = mode
-
-    def call(self, images):
-        if self.mode == "tf":
-            return images / 127.5 - 1.0
-        if self.mode == "caffe":
-            bgr = ops.flip(images, axis=-1)
-            return bgr - ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=images.dtype)
-        return images
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
 
 def tiny_backbone(image_size: int):
     """A small CNN to train from scratch on small data (the demo, tests): four stride-2 blocks of
@@ -69,33 +29,10 @@ def tiny_backbone(image_size: int):
 
 
 def make_backbone(name: str, image_size: int, alpha: float = 1.0, weights=None):
-    """A keras.applications feature extractor without its top (or the tiny CNN), named ``backbone``."""
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; one of {', '.join(BACKBONES)}")
+    """The feature extractor named ``backbone``: a keras.applications one without its top, or the tiny CNN."""
     if name == "tiny":
         return tiny_backbone(image_size)
-    constructor, _, has_alpha = BACKBONES[name]
-    kwargs = dict(input_shape=(image_size, image_size, 3), include_top=False, weights=weights, name="backbone")
-    if has_alpha:
-        kwargs["alpha"] = alpha
-    backbone = getattr(keras.applications, constructor)(**kwargs)
-    if name == "efficientnet_b0":
-        set_efficientnet_normalization(backbone)
-    return backbone
-
-
-def set_efficientnet_normalization(backbone) -> None:
-    """EfficientNet's Normalization layer: ImageNet mean and variance (std squared). Keras builds it
-    unadapted without weights, and its ImageNet file stores std as the variance (corrected by an
-    extra Rescaling layer that exists only when built with weights='imagenet')."""
-    import numpy as np
-
-    normalization = next(layer for layer in backbone.layers if isinstance(layer, layers.Normalization))
-    for variable in normalization.weights:
-        if variable.path.endswith("mean"):
-            variable.assign(np.reshape(IMAGENET_MEAN, variable.shape).astype("float32"))
-        elif variable.path.endswith("variance"):
-            variable.assign(np.reshape(np.square(IMAGENET_STD), variable.shape).astype("float32"))
+    return backbones.imagenet_backbone(name, image_size, alpha, weights)
 
 
 def augmentation_layers(strength: float = 1.0, seed=None):
@@ -164,7 +101,7 @@ class ImageClassifier(TaskModel):
         # antialiased like the input pipeline's resize (shared.images), so any-size float input agrees with it
         resize = layers.Resizing(image_size, image_size, antialias=True, name="resize")
         augmentation = augmentation_layers(augment_strength) if augment else None
-        scaling = InputScaling(BACKBONES[backbone][1], name="input_scaling")
+        scaling = backbones.InputScaling(backbones.input_scaling_mode(backbone), name="input_scaling")
         feature_extractor = make_backbone(backbone, image_size, alpha)
         if batchnorm_momentum is not None:
             for layer in feature_extractor.layers:
@@ -266,34 +203,3 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "smoothing": self.smoothing}
-
-
-def load_backbone_weights(model: ImageClassifier, weights: str) -> str:
-    """Initialises the backbone: ``none`` keeps the random weights, ``imagenet`` downloads them
-    (keras.applications), a path loads a weights file. Returns what was loaded, for the log."""
-    from dlapps.shared.training import first_line
-
-    backbone = model.get_layer("backbone")
-    described = f"{model.backbone_name}" + (f" alpha {model.alpha:g}" if BACKBONES[model.backbone_name][2] else "")
-    if weights == "none":
-        return "random initialisation"
-    if weights == "imagenet":
-        try:
-            reference = make_backbone(model.backbone_name, model.image_size, model.alpha, weights="imagenet")
-        except Exception as error:  # no network, no weights for this alpha, ...
-            raise UserError(
-                f"--weights imagenet: could not get ImageNet weights for {described} ({first_line(error, 160)}); "
-                "offline, pass --weights PATH of a local weights file or --weights none"
-            )
-        backbone.set_weights(reference.get_weights())
-        if model.backbone_name == "efficientnet_b0":
-            set_efficientnet_normalization(backbone)
-        return f"ImageNet weights for {described}"
-    path = Path(weights).expanduser()
-    try:
-        with warnings.catch_warnings():  # Keras notes weightless containers it skips; the weights themselves load
-            warnings.simplefilter("ignore")
-            backbone.load_weights(str(path))
-    except Exception as error:
-        raise UserError(f"{path}: does not match the {described} backbone without top ({first_line(error, 160)})")
-    return f"weights from {path}"

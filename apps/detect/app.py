@@ -39,10 +39,9 @@ class DetectApp(App):
     def check_config(self, config) -> None:
         if config.image_size % 32:
             raise UserError(f"command line: --image-size must be a multiple of 32 (the coarsest grid has stride 32), got {config.image_size}")
-        if config.backbone == "tiny" and config.weights != "none":
-            raise UserError("command line: --backbone tiny has no pretrained weights; pass --weights none")
-        if config.weights not in ("none", "imagenet") and not Path(config.weights).expanduser().is_file():
-            raise UserError(f"{config.weights}: no such weights file (--weights takes imagenet, none or a file path)")
+        from dlapps.shared import backbones
+
+        backbones.check_weights(config.backbone, config.weights)
 
     def load_splits(self, config) -> Splits:
         from . import data
@@ -60,11 +59,13 @@ class DetectApp(App):
         })
 
     def build_model(self, config, splits: Splits):
+        from dlapps.shared import backbones
+
         from . import model as detect_model
 
         pretrained = config.weights != "none"
         model = detect_model.build_detector(config.arch, splits.info["labels"], config, freeze_batchnorm=pretrained)
-        loaded = detect_model.load_backbone_weights(model, config.weights)
+        loaded = backbones.load_backbone_weights(model, config.weights)
         print(f"Backbone {config.backbone}: {loaded}", flush=True)
         return model
 

@@ -1,4 +1,4 @@
-"""The detect models: a backbone (classify's keras.applications backbones, or a tiny CNN), a light
+"""The detect models: a backbone (the shared keras.applications backbones, or a tiny CNN), a light
 FPN (+ PAN for YOLO) neck, and one of two heads.
 
 - :class:`YoloDetector` (one stage, anchor-free): every cell of three grids (strides 8, 16, 32)
@@ -25,18 +25,14 @@ and the exported SavedModel alike.
 from __future__ import annotations
 
 import math
-import warnings
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from dlapps.apps.classify.model import BACKBONES as PRETRAINED_BACKBONES
-from dlapps.apps.classify.model import InputScaling, make_backbone
+from dlapps.shared import backbones
 from dlapps.shared import images as images_lib
-from dlapps.shared.errors import UserError
 from dlapps.shared.models import TaskModel
 
 # The stride-8, -16 and -32 feature maps of each keras.applications backbone.
@@ -190,12 +186,8 @@ def feature_backbone(name: str, image_size: int, alpha: float) -> keras.Model:
     """The stride 8, 16 and 32 feature maps of a backbone, as one model named ``backbone``."""
     if name == "tiny":
         return tiny_backbone(image_size)
-    base = make_backbone(name, image_size, alpha)
+    base = backbones.imagenet_backbone(name, image_size, alpha)
     return keras.Model(base.input, [base.get_layer(n).output for n in FEATURE_LAYERS[name]], name="backbone")
-
-
-def input_scaling_mode(backbone: str) -> str:
-    return "tf" if backbone == "tiny" else PRETRAINED_BACKBONES[backbone][1]
 
 
 @keras.saving.register_keras_serializable(package="dlapps.detect")
@@ -312,7 +304,7 @@ class Detector(TaskModel):
 
     def _backbone_and_neck(self, backbone: str, image_size: int, alpha: float, width: int, freeze_batchnorm: bool,
                            bottom_up: bool = True):
-        scaling = InputScaling(input_scaling_mode(backbone), name="input_scaling")
+        scaling = backbones.InputScaling(backbones.input_scaling_mode(backbone), name="input_scaling")
         features = feature_backbone(backbone, image_size, alpha)
         for layer in features.layers:
             if isinstance(layer, layers.BatchNormalization):
@@ -380,7 +372,7 @@ class YoloDetector(Detector):
     Args:
         labels: class names.
         image_size: side of the square input (a multiple of 32).
-        backbone: ``tiny`` or a keras.applications backbone of classify's.
+        backbone: ``tiny`` or a keras.applications backbone (shared.backbones).
         alpha: MobileNet width multiplier.
         width: channels of the neck and the head.
         centre_radius: a cell learns a box within this many strides of the box's centre.
@@ -474,7 +466,7 @@ class FasterRCNNDetector(Detector):
     Args:
         labels: class names.
         image_size: side of the square input (a multiple of 32).
-        backbone: ``tiny`` or a keras.applications backbone of classify's.
+        backbone: ``tiny`` or a keras.applications backbone (shared.backbones).
         alpha: MobileNet width multiplier.
         width: channels of the neck and the RPN.
         anchor_scales: anchor sides as fractions of the image side.
@@ -622,35 +614,3 @@ def build_detector(arch: str, labels, config, freeze_batchnorm: bool) -> Detecto
         return YoloDetector(list(labels), centre_radius=config.centre_radius, box_loss_weight=config.box_loss_weight, **common)
     return FasterRCNNDetector(list(labels), anchor_scales=list(config.anchor_scales), anchor_ratios=list(config.anchor_ratios),
                               proposals=config.proposals, roi_size=config.roi_size, head_units=config.head_units, **common)
-
-
-def load_backbone_weights(model: Detector, weights: str) -> str:
-    """Initialises the backbone: ``none`` keeps the random weights, ``imagenet`` (keras.applications
-    download or cache) or a weights file loads a reference backbone whose layers are copied by name.
-    Returns what was loaded, for the log."""
-    from dlapps.shared.training import first_line
-
-    if weights == "none":
-        return "random initialisation"
-    described = model.backbone_name + (f" alpha {model.alpha:g}" if PRETRAINED_BACKBONES[model.backbone_name][2] else "")
-    source = weights
-    if weights != "imagenet":
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise UserError(f"{path}: no such weights file (--weights takes imagenet, none or a file path)")
-        source = str(path)
-    try:
-        with warnings.catch_warnings():  # e.g. "input size not among the ImageNet ones": the filters do not care
-            warnings.simplefilter("ignore")
-            reference = make_backbone(model.backbone_name, model.image_size, model.alpha, weights=source)
-    except Exception as error:  # no network, a file for another backbone, ...
-        first = first_line(error, 160)
-        if weights == "imagenet":
-            raise UserError(f"--weights imagenet: could not get ImageNet weights for {described} ({first}); "
-                            "offline, pass --weights PATH of a local weights file or --weights none")
-        raise UserError(f"{source}: does not match the {described} backbone without top ({first})")
-    backbone = model.get_layer("backbone")
-    for layer in reference.layers:
-        if layer.weights:
-            backbone.get_layer(layer.name).set_weights(layer.get_weights())
-    return f"ImageNet weights for {described}" if weights == "imagenet" else f"weights from {source}"
