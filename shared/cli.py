@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import inspect
 import json
-import os
 import sys
 import typing
 from pathlib import Path

@@ -293,7 +293,6 @@ def bucket_by_length(dataset, length_fn: Callable, batch_size: int, boundaries: 
     """Batches examples of similar length together, padded per batch (less padding, faster RNNs
     and attention). `length_fn(*example)` returns an int32 scalar; without `boundaries`, buckets
     grow geometrically up to `max_length`. Use it in place of ``padded_batch`` in a pipeline."""
-    import tensorflow as tf
 
     if boundaries is None:
         boundaries, edge = [], 8

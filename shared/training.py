@@ -237,7 +237,6 @@ def load_model(run_dir: str | Path, app: str, compile: bool = True):
     """The trained model of a run folder (or .keras file), checked to be one of `app`'s models;
     a one-line UserError when it is missing, unreadable or another app's or tool's model.
     Loads in Keras's safe mode: a file with Python lambdas is refused."""
-    import importlib
 
     run_dir = Path(run_dir)
     path = run_dir if run_dir.suffix == ".keras" else run_dir / "model.keras"
@@ -389,7 +388,16 @@ def _callback_classes():
             if logs is not None:  # into history.csv: the rate the epoch ended at
                 logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
-    return Checkpoint, TimeLimit, NanGuard, CosineDecay
+    class KeepFreedMemory(keras.callbacks.Callback):
+        """glibc keeps freed memory for reuse for the length of training (`runtime.keep_freed_memory`)."""
+
+        def on_train_begin(self, logs=None):
+            self.restore = runtime.keep_freed_memory()
+
+        def on_train_end(self, logs=None):
+            self.restore()
+
+    return Checkpoint, TimeLimit, NanGuard, CosineDecay, KeepFreedMemory
 
 
 def cosine_rate(start: float, progress: float, warmup: float = 0.0, floor: float = 0.0) -> float:
@@ -406,6 +414,13 @@ def cosine_decay(start: float, epochs: int, minutes: float = 0.0, warmup: float 
     """The callback of a cosine learning-rate schedule over `epochs` or a `minutes` budget,
     whichever ends first (see CosineDecay above)."""
     return _callback_classes()[3](start, epochs, minutes, warmup, floor)
+
+
+def keep_freed_memory():
+    """The callback for apps whose input pipeline is a Python generator (`from_generator`): that
+    kernel pins glibc's mmap threshold at 128 KiB, so every large temporary of a step would be
+    mapped and its pages faulted in afresh (see `runtime.keep_freed_memory`)."""
+    return _callback_classes()[4]()
 
 
 def time_limit(minutes: float):
@@ -533,7 +548,7 @@ def _checkpoint_selection(app, config, splits) -> tuple[str, str, str]:
 def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, loop: bool) -> dict:
     import keras
 
-    Checkpoint, TimeLimit, NanGuard, CosineDecay = _callback_classes()
+    Checkpoint, TimeLimit, NanGuard, CosineDecay, _ = _callback_classes()
     monitor, mode, keep = _checkpoint_selection(app, config, splits)
     if val_ds is None and monitor.startswith("val_"):
         monitor = monitor[len("val_"):]

@@ -1,6 +1,5 @@
 """`dlapps serve`: real HTTP on loopback against exported apps, in TF Serving's JSON."""
 
-import base64
 import json
 import os
 import signal

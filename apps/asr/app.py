@@ -97,13 +97,15 @@ class AsrApp(App):
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=5.0))
 
     def callbacks(self, model, splits, config) -> list:
-        if config.lr_schedule == "constant":
-            return []
         from dlapps.shared import training
 
-        # to 2% by --epochs or --max-minutes, whichever ends first: a time-limited run still ends
-        # its last epochs at a low rate, which the early stop of a constant rate never reaches
-        return [training.cosine_decay(config.learning_rate, config.epochs, config.max_minutes, floor=0.02)]
+        # the training pipeline is a Python generator (composed utterances): see keep_freed_memory
+        callbacks = [training.keep_freed_memory()]
+        if config.lr_schedule == "cosine":
+            # to 2% by --epochs or --max-minutes, whichever ends first: a time-limited run still ends
+            # its last epochs at a low rate, which the early stop of a constant rate never reaches
+            callbacks.append(training.cosine_decay(config.learning_rate, config.epochs, config.max_minutes, floor=0.02))
+        return callbacks
 
     def datasets(self, model, splits, config):
         """(waveform, character ids) batches padded with zeros: similar lengths are batched

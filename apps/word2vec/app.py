@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dlapps.shared import runtime
 from dlapps.shared.app import App, Splits
 from dlapps.shared.config import EvaluateOptions, ExportOptions, PredictOptions, option
 from dlapps.shared.embeddings import write_word2vec
@@ -17,6 +17,9 @@ from dlapps.shared.errors import UserError, suggest
 
 from . import data as w2v_data
 from .config import Word2VecConfig
+
+if TYPE_CHECKING:  # the model module imports Keras; the CLI's help must not
+    from .model import Word2Vec
 
 VECTOR_FILES = ("vectors.txt", "vectors.bin", "vectors.tsv", "metadata.tsv")
 
@@ -110,6 +113,8 @@ class Word2VecApp(App):
     def callbacks(self, model, splits, config) -> list:
         import keras
 
+        from dlapps.shared import training
+
         epoch = splits.train.epoch
 
         class EpochNumber(keras.callbacks.Callback):
@@ -118,16 +123,7 @@ class Word2VecApp(App):
             def on_epoch_begin(self, number, logs=None):
                 epoch["epoch"] = number
 
-        class KeepFreedMemory(keras.callbacks.Callback):
-            """glibc settings for the length of training (see `shared.runtime.keep_freed_memory`)."""
-
-            def on_train_begin(self, logs=None):
-                self.restore = runtime.keep_freed_memory()
-
-            def on_train_end(self, logs=None):
-                self.restore()
-
-        return [EpochNumber(), KeepFreedMemory()]
+        return [EpochNumber(), training.keep_freed_memory()]
 
     def describe_training(self, model, splits, config) -> str:
         return f"Training {config.model}, dim {config.dim}, vocabulary {len(model.vocabulary)}"
