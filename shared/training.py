@@ -237,7 +237,6 @@ def load_model(run_dir: str | Path, app: str, compile: bool = True):
     """The trained model of a run folder (or .keras file), checked to be one of `app`'s models;
     a one-line UserError when it is missing, unreadable or another app's or tool's model.
     Loads in Keras's safe mode: a file with Python lambdas is refused."""
-
     run_dir = Path(run_dir)
     path = run_dir if run_dir.suffix == ".keras" else run_dir / "model.keras"
     if not path.exists():

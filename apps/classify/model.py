@@ -9,7 +9,6 @@ Training happens in phases (``set_phase``): the new head on a frozen backbone, t
 
 from __future__ import annotations
 
-
 import keras
 from keras import layers, ops
 
