@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from statistics import fmean as mean
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -133,7 +134,8 @@ def main():
         for seed in range(args.seed, args.seed + args.seeds):
             gensim_model, gensim_vocab_seconds, gensim_seconds = run_gensim(sentences, args, seed)
             peers.append({"seed": seed, "train_seconds": gensim_seconds, **score_gensim(gensim_model, analogies, similarity, args)})
-            print(f"gensim, seed {seed}: {gensim_seconds:.1f} s training, vocabulary {len(gensim_model.wv)}", flush=True)
+            print(f"gensim, seed {seed}: {gensim_seconds:.1f} s training, vocabulary {len(gensim_model.wv)} "
+                  f"(built in {gensim_vocab_seconds:.1f} s)", flush=True)
             del gensim_model
         del sentences
 
@@ -159,9 +161,6 @@ def main():
             rows[f"Spearman {Path(mine['file']).name} ({mine['pairs']} pairs)"] = (mine["spearman"], theirs["spearman"])
         return rows
 
-    def mean(values):
-        return sum(values) / len(values)
-
     tables = [(f"seed {run['seed']}", figures(run, peer)) for run, peer in zip(runs, peers)]
     if len(runs) > 1:
         each = [rows for _, rows in tables]
@@ -180,7 +179,6 @@ def main():
             print(f"gensim seed {peer['seed']}: its own evaluate_word_analogies on its vectors: {peer['analogies']['gensim_own_evaluator']:.4f}")
         for theirs in peer["similarity"]:
             print(f"gensim seed {peer['seed']}: its own evaluate_word_pairs Spearman on {Path(theirs['file']).name}: {theirs['gensim_own_spearman']:.4f}")
-    print(f"gensim vocabulary build {gensim_vocab_seconds:.1f} s")
 
     def headline(run):
         return run["analogies"]["accuracy"] if analogies else run["similarity"][0]["spearman"]
