@@ -216,6 +216,10 @@ def test_phase_two_trains_only_the_top_layers_and_keeps_batchnorm_frozen(run_dir
     assert trainable == [l.name for l in top if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
     assert trainable == ["block3_conv", "block4_conv"] and all(not l.trainable for l in backbone.layers[:-7])
     assert all(not l.trainable for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    # more than the backbone has: every layer with weights but BatchNorm (not the last few, as a negative slice would)
+    everything = [l.name for l in backbone.layers if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
+    assert len(everything) > 2 and model.set_phase("finetune", unfreeze=len(backbone.layers) + 5) == everything
+    trainable = model.set_phase("finetune", unfreeze=7)
     model.compile(optimizer=keras.optimizers.SGD(0.5), loss="sparse_categorical_crossentropy")
     before = {v.path: v.numpy().copy() for v in model.weights}
     batch = np.stack([read_image(p, (SIZE, SIZE)) for p in samples]).astype("float32")

@@ -157,7 +157,9 @@ class ImageClassifier(TaskModel):
             backbone.trainable = True
             for layer in backbone.layers:
                 layer.trainable = False
-            for layer in backbone.layers[len(backbone.layers) - unfreeze :] if unfreeze > 0 else []:
+            # clamped: a negative start would slice from the end instead (--unfreeze 100 on an
+            # 86-layer MobileNet freed its last 14 layers, not all of them)
+            for layer in backbone.layers[max(0, len(backbone.layers) - unfreeze) :] if unfreeze > 0 else []:
                 if not isinstance(layer, layers.BatchNormalization):
                     layer.trainable = True
         elif phase == "all":
