@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+import seeds  # benchmarks/seeds.py, beside this script
+
 PEER_WINDOW, PEER_STEP = 40, 3
 
 
@@ -154,9 +156,9 @@ def main(argv=None) -> None:
 
     def summary(arch):
         runs = [run for run in ours if run["arch"] == arch]
-        values = [figure(run) for run in runs]
-        return {"value": round(sum(values) / len(values), 4), "values": [round(v, 4) for v in values],
-                "spread": round(max(values) - min(values), 4), "model": runs[0]["description"],
+        perplexity = seeds.summary([figure(run) for run in runs])
+        return {"value": perplexity["mean"], "values": perplexity["each"],
+                "spread": perplexity["spread"], "model": runs[0]["description"],
                 "train_seconds": [round(run["metrics"]["train_seconds"], 1) for run in runs],
                 "epochs": [run["metrics"]["epochs_run"] for run in runs],
                 "bits_per_character": round(sum((run["test"] or run["val"])["bits_per_character"] for run in runs) / len(runs), 4)}

@@ -37,6 +37,7 @@ from dlapps.apps.classify.app import APP  # noqa: E402
 from dlapps.apps.classify.config import ClassifyEvaluateOptions  # noqa: E402
 from dlapps.shared import data as data_lib  # noqa: E402
 from dlapps.shared.config import resolve  # noqa: E402
+import seeds  # noqa: E402  (benchmarks/seeds.py, beside this script)
 
 
 def write_csv(image_set: classify_data.ImageSet, path: Path) -> Path:
@@ -82,11 +83,6 @@ def frozen_features_logreg(train, test, weights: str, image_size: int, alpha: fl
     return accuracy, time.time() - started
 
 
-def spread(values: list[float]) -> dict:
-    return {"mean": round(float(np.mean(values)), 4), "spread": round(float(max(values) - min(values)), 4),
-            "each": [round(v, 4) for v in values]}
-
-
 def main() -> None:
     defaults = APP.config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,7 +111,7 @@ def main() -> None:
     print(f"train {len(train)} images, test {len(test)} images, classes {sorted(set(train.labels))}, "
           f"skipped {len(full.skipped)} unusable file(s)", flush=True)
 
-    seeds = [args.seed + i for i in range(args.seeds)]
+    model_seeds = [args.seed + i for i in range(args.seeds)]
     # every training image trains (as for the reference): a checkpoint picked by the loss on ~20 held-back
     # images was noise (seed 1 kept phase one's epoch 4); the cosine schedule ends at a low rate instead
     common = dict(backbone=args.backbone, alpha=args.alpha, image_size=args.image_size, max_minutes=args.minutes,
@@ -127,7 +123,7 @@ def main() -> None:
         root.mkdir(parents=True, exist_ok=True)
         # in --out, so that the run folders can be evaluated afterwards (their config.json names train.csv)
         train_csv, test_csv = write_csv(train, root / "train.csv"), write_csv(test, root / "test.csv")
-        for index, seed in enumerate(seeds):
+        for index, seed in enumerate(model_seeds):
             # the pretrained runs train with the app's defaults (the --set values aside): what a user gets
             overrides = dict(common, seed=seed, data=str(train_csv), out=str(root / f"pretrained_seed{seed}"), weights=args.weights)
             overrides.update(dict(kv.split("=", 1) for kv in args.set))
@@ -146,8 +142,8 @@ def main() -> None:
         references = {size: frozen_features_logreg(train, test, args.weights, size, args.alpha, args.seed) for size in reference_sizes}
 
     name = f"{args.backbone}" + (f" a{args.alpha:g}" if args.backbone.startswith("mobilenet") else "") + f" @{args.image_size}"
-    ours_accuracy = spread([a for _, _, a, _ in ours])
-    peer_accuracy = spread([a for _, _, a, _ in peers]) if peers else None
+    ours_accuracy = seeds.summary([a for _, _, a, _ in ours])
+    peer_accuracy = seeds.summary([a for _, _, a, _ in peers]) if peers else None
     reference, reference_seconds = references[args.image_size]
     print()
     print(f"{'model':<58} {'accuracy (mean, spread)':>24} {'seconds':>8}")
@@ -169,7 +165,7 @@ def main() -> None:
         "test": args.test or f"seeded ({args.seed}) stratified 20% of --train",
         "metric": "accuracy",
         "value": ours_accuracy["mean"],
-        "seeds": seeds,
+        "seeds": model_seeds,
         "values": ours_accuracy["each"],
         "spread": ours_accuracy["spread"],
         "peer": f"{name} from scratch (same app, --weights none)",

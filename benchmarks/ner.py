@@ -26,7 +26,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from dlapps.apps.ner import data as ner_data  # noqa: E402
-from vectors import dlapps_vectors, gensim_vectors  # noqa: E402  (benchmarks/vectors.py, beside this script)
+import seeds  # noqa: E402  (benchmarks/seeds.py and vectors.py, beside this script)
+from vectors import dlapps_vectors, gensim_vectors  # noqa: E402
 
 
 def crf_features(tokens: list[str], i: int) -> dict:
@@ -131,9 +132,7 @@ def main():
             print(f"seed {seed}: dev F1 {scores['dev']['f1']:.4f} (best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
                   f"{seconds:.1f} s); dev F1 per epoch {metrics.get('val_f1_per_epoch')}", flush=True)
 
-    def mean_and_spread(split: str) -> tuple[float, float]:
-        values = [r["scores"][split]["f1"] for r in runs]
-        return sum(values) / len(values), max(values) - min(values)
+    f1 = {split: seeds.summary([r["scores"][split]["f1"] for r in runs]) for split in tests}
 
     print()
     print(f"{'model':<52} " + " ".join(f"{name + ' F1':>9}" for name in tests) + f" {'seconds':>8}")
@@ -142,19 +141,18 @@ def main():
         print(f"{name + ', seed ' + str(r['seed']):<52} " + " ".join(f"{r['scores'][n]['f1']:>9.4f}" for n in tests) + f" {r['seconds']:>8.1f}")
     if len(runs) > 1:
         print(f"{'ours: mean of ' + str(len(runs)) + ' seeds (spread: max - min)':<52} "
-              + " ".join(f"{mean_and_spread(n)[0]:>9.4f}" for n in tests) + "\n" + f"{'':<52} "
-              + " ".join(f"{'±' + format(mean_and_spread(n)[1], '.4f'):>9}" for n in tests))
+              + " ".join(f"{f1[n]['mean']:>9.4f}" for n in tests) + "\n" + f"{'':<52} "
+              + " ".join(f"{'±' + format(f1[n]['spread'], '.4f'):>9}" for n in tests))
     print(f"{'peer: CRF, hand-crafted features (crfsuite)':<52} " + " ".join(f"{peer_scores[n]:>9.4f}" for n in tests) + f" {peer_seconds:>8.1f}")
     print("dev per type (first seed): " + ", ".join(f"{k} {v['f1-score']:.4f}" for k, v in runs[0]["scores"]["dev"]["per_type"].items()))
-    dev_mean, dev_spread = mean_and_spread("dev")
     result = {
         "app": "ner",
         "data": args.train,
         "metric": "seqeval entity F1 on --dev" + (f", mean of {len(runs)} model seeds" if len(runs) > 1 else ""),
-        "value": round(dev_mean, 4),
-        "values": [round(r["scores"]["dev"]["f1"], 4) for r in runs],
+        "value": f1["dev"]["mean"],
+        "values": f1["dev"]["each"],
         "seeds": [r["seed"] for r in runs],
-        "spread": round(dev_spread, 4),
+        "spread": f1["dev"]["spread"],
         "peer": "sklearn-crfsuite CRF (tutorial word features, +-1 window, no POS)",
         "peer_value": round(peer_scores["dev"], 4),
         "train_seconds": [round(r["seconds"], 1) for r in runs],
@@ -167,7 +165,7 @@ def main():
         "dev_recall": [round(r["scores"]["dev"]["recall"], 4) for r in runs],
     }
     if args.test:
-        result.update(test_value=round(mean_and_spread("test")[0], 4), test_values=[round(r["scores"]["test"]["f1"], 4) for r in runs],
+        result.update(test_value=f1["test"]["mean"], test_values=f1["test"]["each"],
                       test_peer_value=round(peer_scores["test"], 4))
     print(json.dumps(result))
 

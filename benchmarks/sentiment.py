@@ -35,7 +35,8 @@ from dlapps.apps.sentiment import data as sentiment_data  # noqa: E402
 from dlapps.apps.sentiment.config import SentimentConfig  # noqa: E402
 from dlapps.shared import data as data_lib  # noqa: E402
 from dlapps.shared.errors import UserError  # noqa: E402
-from vectors import gensim_vectors  # noqa: E402  (benchmarks/vectors.py, beside this script)
+import seeds  # noqa: E402  (benchmarks/seeds.py and vectors.py, beside this script)
+from vectors import gensim_vectors  # noqa: E402
 
 
 def read(path: str, encoding: str) -> sentiment_data.TextDataset:
@@ -143,8 +144,7 @@ def main() -> None:
             print(f"seed {seed}: accuracy {result['accuracy']:.4f} (best epoch {metrics['best_epoch']} of "
                   f"{metrics['epochs_run']}, {train_seconds:.1f} s)", flush=True)
 
-    accuracies = [r["accuracy"] for r in runs]
-    mean, spread = sum(accuracies) / len(accuracies), max(accuracies) - min(accuracies)
+    accuracy = seeds.summary([r["accuracy"] for r in runs])
     members = f"{config.members} x " if config.members > 1 else ""
     encoder = f"CNN ({','.join(map(str, config.filter_widths))} x {config.feature_maps})" if config.arch == "cnn" else \
         f"BiLSTM ({','.join(map(str, config.lstm_units))}), {config.pooling} pooling"
@@ -154,7 +154,7 @@ def main() -> None:
     for r in runs:
         print(f"{name + ', seed ' + str(r['seed']):<52} {r['accuracy']:>9.4f} {r['seconds']:>8.1f}")
     if len(runs) > 1:
-        print(f"{'ours: mean of ' + str(len(runs)) + ' seeds (spread ' + format(spread, '.4f') + ')':<52} {mean:>9.4f}")
+        print(f"{'ours: mean of ' + str(len(runs)) + ' seeds (spread ' + format(accuracy['spread'], '.4f') + ')':<52} {accuracy['mean']:>9.4f}")
     print(f"{'peer: TF-IDF 1-2 grams + LogisticRegression':<52} {peer_accuracy:>9.4f} {peer_seconds:>8.1f}")
     print(json.dumps({
         "app": "sentiment",
@@ -162,10 +162,10 @@ def main() -> None:
         "test": args.test or "seeded stratified 10% of --train",
         "metric": "accuracy",
         "model": name[len("ours: "):],
-        "value": round(mean, 4),
-        "values": [round(a, 4) for a in accuracies],
+        "value": accuracy["mean"],
+        "values": accuracy["each"],
         "seeds": [r["seed"] for r in runs],
-        "spread": round(spread, 4),
+        "spread": accuracy["spread"],
         "peer": "tfidf-1-2gram+logreg(C by 5-fold CV)",
         "peer_value": round(peer_accuracy, 4),
         "train_seconds": [round(r["seconds"], 1) for r in runs],

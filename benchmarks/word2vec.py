@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from dlapps.apps.word2vec import data as w2v_data  # noqa: E402
 from dlapps.apps.word2vec.config import Word2VecConfig  # noqa: E402
+import seeds  # noqa: E402  (benchmarks/seeds.py, beside this script)
 
 
 def corpus_folder(corpus: str, max_files: int, scratch: str) -> str:
@@ -183,10 +184,6 @@ def main():
     def headline(run):
         return run["analogies"]["accuracy"] if analogies else run["similarity"][0]["spearman"]
 
-    def summary(values):
-        return {"each": [round(v, 4) for v in values], "mean": round(mean(values), 4),
-                "spread": round(max(values) - min(values), 4)}
-
     values = [headline(run) for run in runs]
     seconds = [run["train_seconds"] for run in runs]
     peer_values = [headline(peer) for peer in peers]
@@ -198,10 +195,10 @@ def main():
         "test": args.analogies or similarity[0],
         "metric": f"analogy accuracy (restrict_vocab {args.restrict_vocab})" if analogies else "similarity Spearman",
         "value": round(sum(values) / len(values), 4),
-        "seeds": {"seed": [run["seed"] for run in runs], "value": summary(values), "train_seconds": summary(seconds)},
+        "seeds": {"seed": [run["seed"] for run in runs], "value": seeds.summary(values), "train_seconds": seeds.summary(seconds)},
         "peer": f"gensim Word2Vec ({args.workers} workers)",
         "peer_value": round(peer_value, 4),
-        "peer_seeds": {"seed": [peer["seed"] for peer in peers], "value": summary(peer_values), "train_seconds": summary(peer_seconds)},
+        "peer_seeds": {"seed": [peer["seed"] for peer in peers], "value": seeds.summary(peer_values), "train_seconds": seeds.summary(peer_seconds)},
         "value_ratio": round(mean(values) / peer_value, 4) if peer_value else None,
         "train_seconds": round(mean(seconds), 1),
         "peer_seconds": round(mean(peer_seconds), 1),
@@ -210,8 +207,8 @@ def main():
         "words_per_second": round(words * args.epochs / mean(seconds)),
         "peer_words_per_second": round(words * args.epochs / mean(peer_seconds)),
         "analogy_questions": runs[0]["analogies"]["questions"] if analogies else None,
-        "similarity": {Path(name).name: {"ours": summary([run["similarity"][i]["spearman"] for run in runs]),
-                                          "peer": summary([peer["similarity"][i]["spearman"] for peer in peers])}
+        "similarity": {Path(name).name: {"ours": seeds.summary([run["similarity"][i]["spearman"] for run in runs]),
+                                          "peer": seeds.summary([peer["similarity"][i]["spearman"] for peer in peers])}
                        for i, name in enumerate(similarity)},
         "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "shared_negatives": args.shared_negatives,
         "load_average": [round(x, 2) for x in os.getloadavg()],
