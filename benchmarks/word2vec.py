@@ -185,6 +185,7 @@ def main():
         return run["analogies"]["accuracy"] if analogies else run["similarity"][0]["spearman"]
 
     values = [headline(run) for run in runs]
+    our_value = seeds.summary(values)
     seconds = [run["train_seconds"] for run in runs]
     peer_values = [headline(peer) for peer in peers]
     peer_seconds = [peer["train_seconds"] for peer in peers]
@@ -194,8 +195,8 @@ def main():
         "data": args.corpus + (f" (first {args.max_files} files)" if args.max_files else ""),
         "test": args.analogies or similarity[0],
         "metric": f"analogy accuracy (restrict_vocab {args.restrict_vocab})" if analogies else "similarity Spearman",
-        "value": round(sum(values) / len(values), 4),
-        "seeds": {"seed": [run["seed"] for run in runs], "value": seeds.summary(values), "train_seconds": seeds.summary(seconds)},
+        "value": our_value["mean"],
+        "seeds": {"seed": [run["seed"] for run in runs], "value": our_value, "train_seconds": seeds.summary(seconds)},
         "peer": f"gensim Word2Vec ({args.workers} workers)",
         "peer_value": round(peer_value, 4),
         "peer_seeds": {"seed": [peer["seed"] for peer in peers], "value": seeds.summary(peer_values), "train_seconds": seeds.summary(peer_seconds)},
