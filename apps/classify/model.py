@@ -158,8 +158,8 @@ class ImageClassifier(TaskModel):
             for layer in backbone.layers:
                 layer.trainable = False
             # clamped: a negative start would slice from the end instead (--unfreeze 100 on an
-            # 86-layer MobileNet freed its last 14 layers, not all of them)
-            for layer in backbone.layers[max(0, len(backbone.layers) - unfreeze) :] if unfreeze > 0 else []:
+            # 86-layer MobileNet freed its last 14 layers, not all of them); 0 frees none
+            for layer in backbone.layers[max(0, len(backbone.layers) - unfreeze) :]:
                 if not isinstance(layer, layers.BatchNormalization):
                     layer.trainable = True
         elif phase == "all":
