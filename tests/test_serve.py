@@ -263,7 +263,9 @@ def test_signatures_without_a_batch_dimension_are_never_joined(doubler):
 
 def test_a_new_version_is_served_when_it_appears(models, server, tmp_path_factory):
     run_dir = trained(tmp_path_factory, "sentiment", *SENTIMENT_ARGS)
-    assert_ok(run_cli("sentiment", "export", "-m", run_dir, "--out", models / "sentiment"))
+    again = run_cli("sentiment", "export", "-m", run_dir, "--out", models / "sentiment", "--json")
+    assert_ok(again)
+    assert json.loads(again.output)["version"] == 2 and (models / "sentiment" / "serving" / "2" / "saved_model.pb").exists()
     deadline = time.time() + 60
     while time.time() < deadline:
         versions = [v["version"] for v in call(server.port, "/v1/models/sentiment")[1]["model_version_status"]]
