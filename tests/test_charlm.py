@@ -227,6 +227,25 @@ def test_uniform_model_perplexity_equals_the_vocabulary_size():
     assert scored["bits_per_character"] == pytest.approx(math.log2(11), rel=1e-6)
 
 
+@pytest.mark.parametrize("length", [2, 5, 16])
+def test_scoring_windows_predict_each_character_once_from_half_a_window_or_more(length):
+    """Half-overlapping scoring windows: every character after the first is scored exactly once,
+    right after its own preceding character, and beyond the first window from >= L - L//2 of them."""
+    import tensorflow as tf
+
+    from dlapps.apps.charlm.model import CharLanguageModel
+
+    model = CharLanguageModel(list("ab"), units=[4], embedding_dim=2, sequence_length=length)
+    for n in range(0, 3 * length + 3):
+        ids = np.arange(100, 100 + n, dtype="int32")  # position i holds 100 + i
+        inputs, targets, weights = (t.numpy() for t in model.windows(tf.constant(ids)))
+        scored = weights > 0
+        assert sorted(targets[scored]) == list(range(101, 100 + n))
+        assert (targets[scored] - inputs[scored] == 1).all()
+        rows, columns = np.nonzero(scored)
+        assert (columns[rows > 0] >= length - length // 2).all()
+
+
 @pytest.mark.parametrize("arch, options", [
     ("gru", {"units": [16, 16]}),
     ("transformer", {"num_layers": 1, "num_heads": 2, "embedding_dim": 8}),

@@ -6,10 +6,14 @@ sampling are TensorFlow graph functions on the model (``text_log_likelihood``, `
 ``sample_next``), shared by ``predict``/``evaluate`` and the exported SavedModel, so the served
 ``score`` and ``generate`` compute exactly what the CLI does.
 
-Scoring convention (one definition everywhere): a text of n characters is cut into windows of
-``sequence_length`` inputs, ``ids[kL : kL+L]`` predicting ``ids[kL+1 : kL+L+1]``; every character
-after the first is predicted once, from the preceding characters of its window. Perplexity is
-exp(mean negative log-likelihood per predicted character); bits per character is that mean / ln 2.
+Scoring convention (one definition everywhere): a text of n characters is read through windows of
+``sequence_length`` (L) inputs that overlap by half, window k reading ``ids[kS : kS+L]`` (S = L // 2)
+and predicting the characters after them. Every character after the first is predicted once: the
+first L by the first window, each later one by the window that holds it in its last S positions,
+so it is predicted from at least L - S preceding characters (cut, non-overlapping windows would
+predict the first characters of each window from almost nothing, which measures the cut, not the
+model). Perplexity is exp(mean negative log-likelihood per predicted character); bits per
+character is that mean / ln 2.
 """
 
 from __future__ import annotations
@@ -128,19 +132,27 @@ class CharLanguageModel(TaskModel):
     # --- scoring ---------------------------------------------------------------------------------
 
     def windows(self, ids):
-        """1-D ids of one text -> (inputs, targets, weights), each (windows, sequence_length):
-        the scoring windows of the module docstring, the last one padded with weight 0."""
+        """1-D ids of one text -> (inputs, targets, weights), each (windows, sequence_length): the
+        half-overlapping scoring windows of the module docstring; weight 1 marks the positions a
+        window scores, 0 the context it only reads and the padding of the last one."""
         import tensorflow as tf
 
         length = self.sequence_length
+        stride = max(length // 2, 1)
         predicted = tf.maximum(tf.size(ids) - 1, 0)
-        count = (predicted + length - 1) // length
-        padding = count * length - predicted
+        beyond_first = tf.maximum(predicted - length, 0)
+        count = tf.where(predicted > 0, 1 + (beyond_first + stride - 1) // stride, 0)
+        span = tf.maximum((count - 1) * stride + length, 0)
 
-        def cut(values):
-            return tf.reshape(tf.pad(values, [[0, padding]]), [count, length])
+        def frames(values):
+            padded = tf.pad(values, [[0, tf.maximum(span - predicted, 0)]])
+            return tf.reshape(tf.signal.frame(padded, length, stride), [-1, length])
 
-        return cut(ids[:predicted]), cut(ids[1 : predicted + 1]), cut(tf.ones([predicted], "float32"))
+        scored = tf.where(
+            tf.range(count)[:, None] == 0, True, tf.range(length)[None, :] >= length - stride
+        )  # window 0 scores all its positions, later ones their last `stride`
+        weights = frames(tf.ones([predicted], "float32")) * tf.cast(scored, "float32")
+        return frames(ids[:predicted]), frames(ids[1 : predicted + 1]), weights
 
     def window_log_likelihood(self, inputs, targets, weights):
         """Sum over all windows of log p(target | preceding characters of its window), in nats."""
