@@ -293,15 +293,19 @@ def _reference_step(word, context, tokens, mask, negatives, rate, objective, cap
     return word + d_word, context + d_context
 
 
-@pytest.mark.parametrize("objective, share, cap", [("skipgram", 1, 0), ("skipgram", 2, 3), ("cbow", 2, 0), ("cbow", 1, 2)])
-def test_train_step_matches_pairwise_reference(objective, share, cap):
+@pytest.mark.parametrize("objective, share, cap, size", [
+    ("skipgram", 1, 0, 6), ("skipgram", 2, 3, 6), ("cbow", 2, 0, 6), ("cbow", 1, 2, 6),
+    ("skipgram", 1, 0, 5),  # an odd number of centres
+    ("cbow", 3, 2, 3),  # one group of negatives for the whole batch
+])
+def test_train_step_matches_pairwise_reference(objective, share, cap, size):
     import keras
     import tensorflow as tf
 
     from dlapps.apps.word2vec.model import Word2Vec
 
     rng = np.random.default_rng(3)
-    vocabulary, window, size, dim = [f"w{i}" for i in range(9)], 2, 6, 4
+    vocabulary, window, dim = [f"w{i}" for i in range(9)], 2, 4
     model = Word2Vec(vocabulary, [10] * 9, dim=dim, objective=objective, row_update_cap=cap)
     model.context_embedding.embeddings.assign(rng.normal(0, 0.5, (9, dim)).astype(np.float32))
     model.word_embedding.embeddings.assign(rng.normal(0, 0.5, (9, dim)).astype(np.float32))
