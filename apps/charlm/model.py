@@ -155,7 +155,7 @@ class CharLanguageModel(TaskModel):
         return frames(ids[:predicted]), frames(ids[1 : predicted + 1]), weights
 
     def window_log_likelihood(self, inputs, targets, weights):
-        """Sum over all windows of log p(target | preceding characters of its window), in nats."""
+        """Sum of log p(target | the preceding characters of its window) over the positions `weights` marks, in nats."""
         logits = self(inputs, training=False)
         nll = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
         return -ops.sum(nll * weights)
