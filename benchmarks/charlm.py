@@ -10,10 +10,10 @@ Transformer, each for --minutes: equal time). Peer: the keras-io "character-leve
 configuration: one LSTM(128) over one-hot 40-character windows (step 3) predicting the next
 character, softmax, RMSprop(0.01), batch 128. Both train for --minutes each, one after the other,
 and are scored by the same definition: perplexity = exp(mean negative log-likelihood per predicted
-character); ours reads the text through 128-character windows overlapping by half and predicts
-each character after the first from at least 64 preceding ones (the first 128 from all of theirs:
-model.py's scoring windows), the peer each character after the first 40 from the 40 before it (its
-fixed input). --seeds N trains N seeds of each architecture and reports each, their mean and spread
+character); ours reads the text through 128-character windows overlapping by half (model.py's
+scoring windows): the first 128 characters are predicted from all that precede them, every later
+one from at least 64; the peer predicts each character after the first 40 from the 40 before it
+(its fixed input). --seeds N trains N seeds of each architecture and reports each, their mean and spread
 (max - min; the peer trains once). --out keeps the run folders (OUT/ARCH, OUT/ARCH/seed_K with
 --seeds) for `dlapps charlm evaluate` on other text. Ends with one JSON line.
 """
