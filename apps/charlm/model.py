@@ -142,11 +142,10 @@ class CharLanguageModel(TaskModel):
         predicted = tf.maximum(tf.size(ids) - 1, 0)
         beyond_first = tf.maximum(predicted - length, 0)
         count = tf.where(predicted > 0, 1 + (beyond_first + stride - 1) // stride, 0)
-        span = tf.maximum((count - 1) * stride + length, 0)
+        span = (count - 1) * stride + length  # >= predicted; with no window, length - stride >= 0
 
         def frames(values):
-            padded = tf.pad(values, [[0, tf.maximum(span - predicted, 0)]])
-            return tf.reshape(tf.signal.frame(padded, length, stride), [-1, length])
+            return tf.signal.frame(tf.pad(values, [[0, span - predicted]]), length, stride)
 
         scored = tf.where(
             tf.range(count)[:, None] == 0, True, tf.range(length)[None, :] >= length - stride
