@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -82,6 +83,26 @@ def write_table(path: Path, data: sentiment_data.TextDataset) -> Path:
     return path
 
 
+def merge_and_score(group: list[dict], parent: Path, test_table: Path) -> dict:
+    """The seed models of `group` merged into one model (model.py's merge_models), saved as a run
+    folder that evaluate and export read, and scored on the held-out table."""
+    from dlapps.apps.sentiment.app import APP
+    from dlapps.apps.sentiment.model import merge_models
+    from dlapps.shared import files, training
+    from dlapps.shared.config import resolve
+
+    merged = merge_models([training.load_model(r["out"], "sentiment") for r in group])
+    folder = parent / f"ensemble_{group[0]['seed']}-{group[-1]['seed']}"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(training.run_config(group[0]["out"], SentimentConfig), members=merged.members)
+    files.write_json(folder / "config.json", config.to_dict())
+    training.save_model(merged, folder / "model.keras")
+    options = resolve(APP.evaluate_options, None, {"data": str(test_table)})
+    result = APP.evaluate(training.load_model(folder, "sentiment"), APP.evaluation_data(config, options), options)
+    print(f"ensemble of seeds {[r['seed'] for r in group]}: accuracy {result['accuracy']:.4f} ({folder})", flush=True)
+    return {"seeds": [r["seed"] for r in group], "accuracy": result["accuracy"], "folder": str(folder)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, help="training data in any format the sentiment app reads")
@@ -94,10 +115,15 @@ def main() -> None:
     parser.add_argument("--embeddings", default="", help="word2vec vectors to initialise the embeddings")
     parser.add_argument("--w2v-corpus", default="", help="folder of .txt files to train gensim word2vec vectors on first")
     parser.add_argument("--w2v-out", default="", help="where --w2v-corpus vectors are written (default: a temporary file)")
+    parser.add_argument("--ensemble", type=int, default=0, metavar="K",
+                        help="also merge each K consecutive seed models into one K-member model and score it "
+                             "(--seeds 9 --ensemble 3: three ensembles, their mean and spread); kept in OUT/ensemble_A-B")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra sentiment config values")
     args = parser.parse_args()
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.ensemble and not 2 <= args.ensemble <= args.seeds:
+        parser.error("--ensemble K needs 2 <= K <= --seeds")
 
     full = read(args.train, args.encoding)
     if args.test:
@@ -139,12 +165,15 @@ def main() -> None:
             train_seconds = time.time() - started
             options = resolve(APP.evaluate_options, None, {"data": str(test_table)})
             result = APP.evaluate(training.load_model(out, "sentiment"), APP.evaluation_data(config, options), options)
-            runs.append({"seed": seed, "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "seconds": train_seconds,
+            runs.append({"seed": seed, "out": out, "accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "seconds": train_seconds,
                          "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"]})
             print(f"seed {seed}: accuracy {result['accuracy']:.4f} (best epoch {metrics['best_epoch']} of "
                   f"{metrics['epochs_run']}, {train_seconds:.1f} s)", flush=True)
+        ensembles = [merge_and_score(runs[k: k + args.ensemble], Path(args.out or scratch), test_table)
+                     for k in range(0, len(runs) - args.ensemble + 1, args.ensemble)] if args.ensemble else []
 
     accuracy = seeds.summary([r["accuracy"] for r in runs])
+    ensemble = seeds.summary([e["accuracy"] for e in ensembles]) if ensembles else None
     members = f"{config.members} x " if config.members > 1 else ""
     encoder = f"CNN ({','.join(map(str, config.filter_widths))} x {config.feature_maps})" if config.arch == "cnn" else \
         f"BiLSTM ({','.join(map(str, config.lstm_units))}), {config.pooling} pooling"
@@ -155,6 +184,10 @@ def main() -> None:
         print(f"{name + ', seed ' + str(r['seed']):<52} {r['accuracy']:>9.4f} {r['seconds']:>8.1f}")
     if len(runs) > 1:
         print(f"{'ours: mean of ' + str(len(runs)) + ' seeds (spread ' + format(accuracy['spread'], '.4f') + ')':<52} {accuracy['mean']:>9.4f}")
+    for e in ensembles:
+        print(f"{'ensemble of seeds ' + '+'.join(map(str, e['seeds'])) + ' (one model)':<52} {e['accuracy']:>9.4f}")
+    if len(ensembles) > 1:
+        print(f"{'ensembles: mean of ' + str(len(ensembles)) + ' (spread ' + format(ensemble['spread'], '.4f') + ')':<52} {ensemble['mean']:>9.4f}")
     print(f"{'peer: TF-IDF 1-2 grams + LogisticRegression':<52} {peer_accuracy:>9.4f} {peer_seconds:>8.1f}")
     print(json.dumps({
         "app": "sentiment",
@@ -175,6 +208,8 @@ def main() -> None:
         "best_epochs": [r["best_epoch"] for r in runs],
         "test_examples": len(test),
         "set": args.set,
+        **({"ensemble_value": ensemble["mean"], "ensemble_values": ensemble["each"], "ensemble_spread": ensemble["spread"],
+            "ensemble_seeds": [e["seeds"] for e in ensembles]} if ensemble else {}),
     }))
 
 

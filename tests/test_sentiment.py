@@ -236,3 +236,33 @@ def test_stacked_bilstm_members_load_again_and_again(tmp_path):
     for _ in range(20):
         loaded = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     assert loaded.members == 5 and len(loaded.embedding_layers()) == 5
+
+
+def test_separately_trained_models_merge_into_one_model_that_predicts_their_mean(tmp_path):
+    """A seed ensemble of runs whose vocabularies differ: each member reads the union vocabulary
+    as it read its own (unknown words -> its own out-of-vocabulary row), before and after saving."""
+    import keras
+
+    from dlapps.apps.sentiment.model import SentimentClassifier, merge_models
+
+    def model(vocabulary, seed, members=1):
+        keras.utils.set_random_seed(seed)
+        built = SentimentClassifier(vocabulary=vocabulary, labels=["negative", "positive"], embedding_dim=8,
+                                    lstm_units=[4, 4], pooling="attention", members=members)
+        for layer in built.embedding_layers():  # distinct rows, so a wrong remapping shows
+            layer.embeddings.assign(np.random.default_rng(seed).normal(size=layer.embeddings.shape))
+        return built
+
+    parts = [model(["plot", "boring", "not", "great"], 0), model(["great", "dull", "cast", "plot", "ending"], 1),
+             model(["acting", "superb", "the"], 2, members=2)]
+    merged = merge_models(parts)
+    assert merged.members == 4 and set(merged.vocabulary) == {w for p in parts for w in p.vocabulary}
+    texts = [*TEXTS, "unknown words only", ""]
+    expected = np.concatenate([np.asarray(p(p.preprocessor(np.asarray(texts, dtype=object)), training=False)).reshape(len(texts), -1, 2)
+                               for p in parts], axis=1)
+    assert np.allclose(merged(merged.preprocessor(np.asarray(texts, dtype=object)), training=False), expected, atol=1e-5)
+    merged.save(tmp_path / "merged.keras")
+    loaded = keras.saving.load_model(tmp_path / "merged.keras")
+    assert np.allclose(loaded.classify_texts_batched(texts), expected.mean(axis=1), atol=1e-5)
+    with pytest.raises(ValueError, match="differ in lstm_units"):
+        merge_models([parts[0], SentimentClassifier(vocabulary=["a"], labels=["negative", "positive"], embedding_dim=8, lstm_units=[4])])

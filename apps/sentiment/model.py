@@ -160,6 +160,12 @@ class SentimentClassifier(TaskModel):
         self.max_length = max_length
         self.members = int(members)
 
+    def member_layer_names(self, member: int) -> list[str]:
+        """Names of one member's layers that hold weights, in the same order for every member."""
+        suffix = f"_{member}" if member else ""
+        encoder = [f"cnn{suffix}"] if self.arch == "cnn" else [f"bilstm_{i}{suffix}" for i in range(len(self.lstm_units))] + [f"pooling{suffix}"]
+        return [f"token_embedding{suffix}", *encoder, f"classifier{suffix}"]
+
     def embedding_layers(self):
         return [layer for layer in self.layers if layer.name.startswith("token_embedding")]
 
@@ -192,6 +198,36 @@ class SentimentClassifier(TaskModel):
 
         batches = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object)).batch(batch_size)
         return self.predict(batches.map(self.preprocessor), verbose=0)
+
+
+def merge_models(models: list[SentimentClassifier]) -> SentimentClassifier:
+    """One model whose members are the given, separately trained models (a seed ensemble that
+    saves and exports as one model). Their vocabularies may differ (each run carves its own
+    validation split): the merged preprocessor reads their union, and a word a member never saw
+    gets that member's out-of-vocabulary vector, so every member scores as it did alone."""
+    import numpy as np
+
+    def shape(model):  # everything but the vocabulary and the member count must agree
+        skip = ("name", "trainable", "vocabulary", "members")
+        return {k: v for k, v in model.get_config().items() if k not in skip}
+
+    first = models[0]
+    for other in models[1:]:
+        for name, value in shape(first).items():
+            if shape(other)[name] != value:
+                raise ValueError(f"models to merge differ in {name}: {value!r} and {shape(other)[name]!r}")
+    singles = [(model, member) for model in models for member in range(model.members)]
+    vocabulary = list(dict.fromkeys(word for model in models for word in model.vocabulary))
+    merged = SentimentClassifier(**shape(first), vocabulary=vocabulary, members=len(singles))
+    for index, (model, member) in enumerate(singles):
+        own = {word: i + 2 for i, word in enumerate(model.vocabulary)}
+        rows = np.array([0, 1] + [own.get(word, 1) for word in vocabulary])  # 0 padding, 1 out of vocabulary
+        for source, target in zip(model.member_layer_names(member), merged.member_layer_names(index)):
+            weights = model.get_layer(source).get_weights()
+            if source.startswith("token_embedding"):
+                weights = [weights[0][rows]]
+            merged.get_layer(target).set_weights(weights)
+    return merged
 
 
 def build_vocabulary(texts, max_tokens: int) -> list[str]:
