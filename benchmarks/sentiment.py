@@ -10,7 +10,9 @@ trains on the rest through the app (`dlapps sentiment train` on a table of those
 holds out its own 10% for checkpoint selection, by whole sentence when the data is phrase-level as
 SST-2's train.tsv is); the peer's C is chosen by 5-fold CV on the same training texts. --seeds N
 trains N models (config seeds --seed ... --seed+N-1: initialisation, shuffling and the app's own
-validation draw) on the same split and reports each, their mean and spread (max - min). With
+validation draw) on the same split and reports each, their mean and spread (max - min);
+--ensemble K also merges each K consecutive seed models into one model (model.py's merge_models),
+keeps it as a run folder and scores it. With
 --w2v-corpus, gensim skip-gram vectors (100 dims, window 5, 5 negatives, min_count 5, 5 epochs) are
 trained first on every .txt file under it, tokenised as the app's preprocessor tokenises (lower
 case, punctuation stripped, split on whitespace), and passed as --embeddings. Ends with one JSON
