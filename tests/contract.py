@@ -94,9 +94,6 @@ class AppContract:
     learned: dict = {}
     # Options a tiny training needs besides train_args when it is killed and resumed.
     resume_epochs: int = 30
-    # Flags appended to train_args where a test checks mechanics, not learning (resume after a kill,
-    # mixed precision): a smaller demo keeps the slow apps' epochs short. Later flags win.
-    mechanics_args: tuple = ()
     # Predict's positional inputs (strings; "paths" apps override `make_inputs`).
     inputs: tuple = ()
     predict_options: tuple = ()
@@ -211,7 +208,7 @@ class AppContract:
     def test_resume_after_the_process_is_killed(self, tmp_path):
         out = tmp_path / "run"
         staging = tmp_path / ".run.training"
-        command = [self.app, "train", "--out", str(out), *self.train_args, *self.mechanics_args, "--epochs", str(self.resume_epochs)]
+        command = [self.app, "train", "--out", str(out), *self.train_args, "--epochs", str(self.resume_epochs)]
         done = kill_training_after(*command, metadata=staging / "backup" / "training_metadata.json", epochs=1)
         assert 1 <= done < self.resume_epochs and not out.exists()
         assert_user_error(run_cli(self.app, "train", "--out", out, *self.train_args), "interrupted run", "--resume")
@@ -224,7 +221,7 @@ class AppContract:
     @pytest.mark.slow
     def test_mixed_precision_trains_without_nan(self, tmp_path):
         out = tmp_path / "run"
-        assert_ok(run_cli(self.app, "train", "--out", out, "--epochs", "1", "--mixed-precision", *self.train_args, *self.mechanics_args))
+        assert_ok(run_cli(self.app, "train", "--out", out, "--epochs", "1", "--mixed-precision", *self.train_args))
         assert all(np.isfinite(history_column(out, "loss")))
         assert json.loads((out / "config.json").read_text())["mixed_precision"] is True
 

@@ -296,7 +296,6 @@ class TestContract(AppContract):
     app = "asr"
     train_args = TINY
     epochs = EPOCHS
-    mechanics_args = ("--demo-size", "40")
     learned = {"val_cer": (0.0, 0.35)}
     evaluate_keys = ("cer", "wer", "sentence_accuracy", "utterances", "worst")
     tfds_name = "speech_commands"  # its offline test is overridden below: the generic mock makes 5-50 sample clips

@@ -332,7 +332,6 @@ class TestYoloContract(AppContract):
     app = "detect"
     train_args = TINY + ("--arch", "yolo")
     epochs = EPOCHS
-    mechanics_args = ("--demo-size", "40")
     # validation mAP@0.5 of the untrained model is about 0.0001
     learned = {"val_map50": (0.002, 1.0)}
     evaluate_keys = ("map", "map50", "map75", "map_small", "map_medium", "map_large", "per_class", "images", "objects")

@@ -51,7 +51,6 @@ def grid_images(row: dict, image_shape) -> np.ndarray:
 class GenerateContract(AppContract):
     app = "generate"
     epochs = 3
-    mechanics_args = ("--demo-size", "160", "--fid-epochs", "1")
     grid_name = ""
     bad_train_inputs = [
         ({"empty/.keep": b""}, ["--data", "{tmp}/empty"], ["empty", "empty folder"]),

@@ -24,7 +24,6 @@ class TestContract(AppContract):
     app = "translate"
     train_args = TINY
     epochs = EPOCHS
-    mechanics_args = ("--demo-size", "300")
     learned = {"best_value": (15.0, 100.0)}  # validation BLEU of the chosen epoch (35 when measured)
     inputs = SOURCES
     evaluate_keys = ("bleu", "chrf", "bleu_signature", "chrf_signature", "decoding", "pairs", "sentences_per_second")
