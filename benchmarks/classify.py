@@ -3,17 +3,20 @@ same split, same run; frozen pretrained features + logistic regression as the re
 has to beat.
 
     python benchmarks/classify.py --train ../shared/data/hymenoptera/train \\
-        --weights ../shared/data/imagenet_weights/mobilenet_2_5_224_tf_no_top.h5 [--test DIR] [--minutes 8] \\
-        [--seeds 3] [--out DIR]
+        --weights ../shared/data/imagenet_weights/mobilenet_2_5_224_tf_no_top.h5 [--test DIR | --folds 5] \\
+        [--minutes 8] [--seeds 3] [--out DIR]
 
-Without --test, a seeded (--seed) stratified 20% of --train is the held-out set. The pretrained runs
-use the app's own defaults (``--set KEY=VALUE`` changes them), trained with its ``train`` on all the
+Without --test, a seeded (--seed) stratified 20% of --train is the held-out set; with ``--folds K``,
+each of K seeded stratified folds is held out in turn (the others train), so every image is scored
+once and the figures are accuracies over all of them (one 49-image split moves 2 points an image).
+The pretrained runs use the app's own defaults (``--set KEY=VALUE`` changes them), trained with its ``train`` on all the
 other images (--val-fraction 0, like the reference) and scored with its ``evaluate``; ``--seeds N``
 trains N of them (seeds --seed, --seed+1, ...) on the same split and prints each, the mean and the
 spread (max - min). The from-scratch peer (``--weights none``, 40 epochs) trains for the first
 ``--peer-seeds`` seeds. The reference runs at the models' image size and, when that differs, at
 224. ``--out DIR`` keeps the run folders (``pretrained_seedN``, ``scratch_seedN``) with the split's
-``train.csv`` / ``test.csv``: ``dlapps classify evaluate -m DIR/pretrained_seed0 --data DIR/test.csv``.
+``train.csv`` / ``test.csv`` (with --folds, in ``DIR/foldK``): ``dlapps classify evaluate -m DIR/pretrained_seed0
+--data DIR/test.csv``.
 Unusable files (train/ants/imageNotFound.gif) are skipped with a warning by the app's reader.
 Ends with one JSON line of figures.
 """
@@ -83,101 +86,146 @@ def frozen_features_logreg(train, test, weights: str, image_size: int, alpha: fl
     return accuracy, time.time() - started
 
 
+def splits(full, args):
+    """(name, train, test) of each held-out split: --test, one seeded stratified 20%, or --folds K
+    stratified folds (every image held out once, so 49-image noise averages over the whole set)."""
+    if args.test:
+        return [("test", full, classify_data.read_path(args.test))]
+    if args.folds < 2:
+        train_index, test_index = data_lib.split_indices(len(full), 0.2, args.seed, stratify=full.labels)
+        return [(f"split{args.seed}", full.subset(train_index), full.subset(test_index))]
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed).split(np.zeros(len(full)), full.labels)
+    return [(f"fold{k}", full.subset(train_index), full.subset(test_index)) for k, (train_index, test_index) in enumerate(folds)]
+
+
+def run_split(name: str, train, test, root: Path, args) -> dict:
+    """On one split: the pretrained runs (one per model seed), the from-scratch peers, the references."""
+    model_seeds = [args.seed + i for i in range(args.seeds)]
+    # every training image trains (as for the reference): a checkpoint picked by the loss on ~20 held-back
+    # images was noise (seed 1 kept phase one's epoch 4); the cosine schedule ends at a low rate instead
+    common = dict(backbone=args.backbone, alpha=args.alpha, image_size=args.image_size, max_minutes=args.minutes,
+                  val_fraction=0.0, batch_size=16)
+    root.mkdir(parents=True, exist_ok=True)
+    # in --out, so that the run folders can be evaluated afterwards (their config.json names train.csv)
+    train_csv, test_csv = write_csv(train, root / "train.csv"), write_csv(test, root / "test.csv")
+    ours, peers = [], []
+    for index, seed in enumerate(model_seeds):
+        # the pretrained runs train with the app's defaults (the --set values aside): what a user gets
+        overrides = dict(common, seed=seed, data=str(train_csv), out=str(root / f"pretrained_seed{seed}"), weights=args.weights)
+        overrides.update(dict(kv.split("=", 1) for kv in args.set))
+        metrics, result, seconds = train_and_score(overrides, test_csv)
+        ours.append((seed, metrics, result["accuracy"], seconds))
+        print(f"{name} seed {seed}: pretrained {result['accuracy']:.4f} ({seconds:.0f} s, best epoch {metrics['best_epoch']} "
+              f"of {metrics['epochs_run']})", flush=True)
+        if index < args.peer_seeds:
+            metrics, result, seconds = train_and_score(
+                dict(common, seed=seed, data=str(train_csv), out=str(root / f"scratch_seed{seed}"), weights="none",
+                     epochs=40, learning_rate=1e-3), test_csv)
+            peers.append((seed, metrics, result["accuracy"], seconds))
+            print(f"{name} seed {seed}: from scratch {result['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
+    # the reference at the models' image size; also at 224 (the ImageNet weights' own size) when that differs
+    reference_sizes = sorted({args.image_size, 224}, key=lambda size: size != args.image_size)
+    references = {size: frozen_features_logreg(train, test, args.weights, size, args.alpha, args.seed) for size in reference_sizes}
+    print(f"{name}: reference " + ", ".join(f"@{size} {a:.4f}" for size, (a, _) in references.items()), flush=True)
+    return {"ours": ours, "peers": peers, "references": references, "train": len(train), "test": len(test)}
+
+
 def main() -> None:
     defaults = APP.config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, help="a folder per class (or a CSV of path,label)")
     parser.add_argument("--weights", required=True, help="pretrained backbone weights: a file, or imagenet (online)")
     parser.add_argument("--test", help="held-out images; default: a seeded stratified 20%% of --train")
+    parser.add_argument("--folds", type=int, default=1, help="without --test: K stratified folds of --train, each held out once "
+                        "(default 1: one seeded 20%% split)")
     parser.add_argument("--minutes", type=float, default=8.0, help="training time budget of each variant")
     parser.add_argument("--backbone", default="mobilenet")
     parser.add_argument("--alpha", type=float, default=0.25)
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="default: the app's")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of the first model")
-    parser.add_argument("--seeds", type=int, default=1, help="pretrained models trained on the same split, seeds --seed, --seed+1, ...")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split(s) and of the first model")
+    parser.add_argument("--seeds", type=int, default=1, help="pretrained models trained on each split, seeds --seed, --seed+1, ...")
     parser.add_argument("--peer-seeds", type=int, default=1, help="from-scratch peers trained (the first seeds of --seeds)")
     parser.add_argument("--out", default="", help="folder for the run folders and the split's CSVs (default: a temporary folder)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra classify config values for the pretrained runs")
     args = parser.parse_args()
     if args.seeds < 1 or not 0 <= args.peer_seeds <= args.seeds:
         parser.error("--seeds must be at least 1 and --peer-seeds between 0 and --seeds")
+    if args.folds < 1 or (args.folds > 1 and args.test):
+        parser.error("--folds must be at least 1, and it splits --train only when no --test is given")
 
     full = classify_data.read_path(args.train)
-    if args.test:
-        train, test = full, classify_data.read_path(args.test)
-    else:
-        train_index, test_index = data_lib.split_indices(len(full), 0.2, args.seed, stratify=full.labels)
-        train, test = full.subset(train_index), full.subset(test_index)
-    print(f"train {len(train)} images, test {len(test)} images, classes {sorted(set(train.labels))}, "
-          f"skipped {len(full.skipped)} unusable file(s)", flush=True)
+    held_out = splits(full, args)
+    print(f"{len(full)} images, classes {sorted(set(full.labels))}, skipped {len(full.skipped)} unusable file(s); "
+          f"held-out split(s): " + ", ".join(f"{name} ({len(test)})" for name, _, test in held_out), flush=True)
 
-    model_seeds = [args.seed + i for i in range(args.seeds)]
-    # every training image trains (as for the reference): a checkpoint picked by the loss on ~20 held-back
-    # images was noise (seed 1 kept phase one's epoch 4); the cosine schedule ends at a low rate instead
-    common = dict(backbone=args.backbone, alpha=args.alpha, image_size=args.image_size, max_minutes=args.minutes,
-                  val_fraction=0.0, batch_size=16)
-    ours, peers = [], []
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
-        root.mkdir(parents=True, exist_ok=True)
-        # in --out, so that the run folders can be evaluated afterwards (their config.json names train.csv)
-        train_csv, test_csv = write_csv(train, root / "train.csv"), write_csv(test, root / "test.csv")
-        for index, seed in enumerate(model_seeds):
-            # the pretrained runs train with the app's defaults (the --set values aside): what a user gets
-            overrides = dict(common, seed=seed, data=str(train_csv), out=str(root / f"pretrained_seed{seed}"), weights=args.weights)
-            overrides.update(dict(kv.split("=", 1) for kv in args.set))
-            metrics, result, seconds = train_and_score(overrides, test_csv)
-            ours.append((seed, metrics, result["accuracy"], seconds))
-            print(f"seed {seed}: pretrained {result['accuracy']:.4f} ({seconds:.0f} s, best epoch {metrics['best_epoch']} "
-                  f"of {metrics['epochs_run']})", flush=True)
-            if index < args.peer_seeds:
-                metrics, result, seconds = train_and_score(
-                    dict(common, seed=seed, data=str(train_csv), out=str(root / f"scratch_seed{seed}"), weights="none",
-                         epochs=40, learning_rate=1e-3), test_csv)
-                peers.append((seed, metrics, result["accuracy"], seconds))
-                print(f"seed {seed}: from scratch {result['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
-        # the reference at the models' image size; also at 224 (the ImageNet weights' own size) when that differs
-        reference_sizes = sorted({args.image_size, 224}, key=lambda size: size != args.image_size)
-        references = {size: frozen_features_logreg(train, test, args.weights, size, args.alpha, args.seed) for size in reference_sizes}
+        runs = {name: run_split(name, train, test, root / name if len(held_out) > 1 else root, args) for name, train, test in held_out}
+
+    # over several folds a figure is each fold's accuracy weighted by its size: the share of all held-out images
+    def pooled(values: list[float]) -> float:
+        sizes = [run["test"] for run in runs.values()]
+        return float(np.dot(values, sizes) / sum(sizes))
+
+    model_seeds = [args.seed + i for i in range(args.seeds)]
+    ours_by_seed = [pooled([run["ours"][i][2] for run in runs.values()]) for i in range(args.seeds)]
+    peers_by_seed = [pooled([run["peers"][i][2] for run in runs.values()]) for i in range(args.peer_seeds)]
+    ours_accuracy = seeds.summary(ours_by_seed)
+    peer_accuracy = seeds.summary(peers_by_seed) if peers_by_seed else None
+    references = {size: pooled([run["references"][size][0] for run in runs.values()]) for size in next(iter(runs.values()))["references"]}
+    reference_seconds = float(np.mean([run["references"][args.image_size][1] for run in runs.values()]))
+    ours_seconds = float(np.mean([s for run in runs.values() for *_, s in run["ours"]]))
+    peer_seconds = float(np.mean([s for run in runs.values() for *_, s in run["peers"]])) if peers_by_seed else None
+    reference = references[args.image_size]
 
     name = f"{args.backbone}" + (f" a{args.alpha:g}" if args.backbone.startswith("mobilenet") else "") + f" @{args.image_size}"
-    ours_accuracy = seeds.summary([a for _, _, a, _ in ours])
-    peer_accuracy = seeds.summary([a for _, _, a, _ in peers]) if peers else None
-    reference, reference_seconds = references[args.image_size]
     print()
+    if len(runs) > 1:
+        print(f"{'fold':<8} {'test':>5} {'ours (each seed)':>28} {'reference @' + str(args.image_size):>16} {'ours - reference':>17}")
+        for fold, run in runs.items():
+            each = [a for _, _, a, _ in run["ours"]]
+            print(f"{fold:<8} {run['test']:>5} {' / '.join(f'{a:.4f}' for a in each):>28} {run['references'][args.image_size][0]:>16.4f} "
+                  f"{100 * (np.mean(each) - run['references'][args.image_size][0]):>+16.1f}")
     print(f"{'model':<58} {'accuracy (mean, spread)':>24} {'seconds':>8}")
     print(f"{'ours: ' + name + ' pretrained, head then top layers':<58} "
-          f"{ours_accuracy['mean']:>9.4f} {ours_accuracy['spread']:>6.4f} x{len(ours):<6} {np.mean([s for *_, s in ours]):>8.1f}")
-    if peers:
+          f"{ours_accuracy['mean']:>9.4f} {ours_accuracy['spread']:>6.4f} x{args.seeds:<6} {ours_seconds:>8.1f}")
+    if peers_by_seed:
         print(f"{'peer: ' + name + ' from scratch, same budget':<58} "
-              f"{peer_accuracy['mean']:>9.4f} {peer_accuracy['spread']:>6.4f} x{len(peers):<6} {np.mean([s for *_, s in peers]):>8.1f}")
-    for size, (accuracy, seconds) in references.items():
-        print(f"{f'reference: frozen features @{size} + LogReg':<58} {accuracy:>9.4f} {'':>15} {seconds:>8.1f}")
-    for seed, metrics, accuracy, _ in ours:
-        print(f"seed {seed}: pretrained {accuracy:.4f}, best epoch {metrics['best_epoch']} of {metrics['epochs_run']} over both "
-              f"phases; head phase best {metrics['monitor']} {metrics.get('head_phase', {}).get('best_value')}")
+              f"{peer_accuracy['mean']:>9.4f} {peer_accuracy['spread']:>6.4f} x{args.peer_seeds:<6} {peer_seconds:>8.1f}")
+    for size, accuracy in references.items():
+        print(f"{f'reference: frozen features @{size} + LogReg':<58} {accuracy:>9.4f}")
+    for fold, run in runs.items():
+        for seed, metrics, accuracy, _ in run["ours"]:
+            print(f"{fold} seed {seed}: pretrained {accuracy:.4f}, best epoch {metrics['best_epoch']} of {metrics['epochs_run']} over "
+                  f"both phases; head phase best {metrics['monitor']} {metrics.get('head_phase', {}).get('best_value')}")
     print(f"ours - reference @{args.image_size}: {100 * (ours_accuracy['mean'] - reference):+.1f} points; "
           f"wall time {time.time() - started:.0f} s", flush=True)
     print(json.dumps({
         "app": "classify",
         "data": args.train,
-        "test": args.test or f"seeded ({args.seed}) stratified 20% of --train",
-        "metric": "accuracy",
+        "test": args.test or (f"{args.folds} stratified folds (seed {args.seed}) of --train, each held out once" if args.folds > 1
+                              else f"seeded ({args.seed}) stratified 20% of --train"),
+        "metric": "accuracy" + (" over all folds' held-out images" if len(runs) > 1 else ""),
         "value": ours_accuracy["mean"],
         "seeds": model_seeds,
         "values": ours_accuracy["each"],
         "spread": ours_accuracy["spread"],
+        **({"folds": {fold: {"ours": [round(a, 4) for _, _, a, _ in run["ours"]],
+                             "reference": round(run["references"][args.image_size][0], 4)} for fold, run in runs.items()}}
+           if len(runs) > 1 else {}),
         "peer": f"{name} from scratch (same app, --weights none)",
-        "peer_value": peer_accuracy["mean"] if peers else None,
-        "peer_values": peer_accuracy["each"] if peers else [],
-        "train_seconds": round(float(np.mean([s for *_, s in ours])), 1),
-        "peer_seconds": round(float(np.mean([s for *_, s in peers])), 1) if peers else None,
+        "peer_value": peer_accuracy["mean"] if peers_by_seed else None,
+        "peer_values": peer_accuracy["each"] if peers_by_seed else [],
+        "train_seconds": round(ours_seconds, 1),
+        "peer_seconds": round(peer_seconds, 1) if peers_by_seed else None,
         "frozen_features_logreg": round(reference, 4),
-        **{f"frozen_features_logreg_{size}": round(accuracy, 4) for size, (accuracy, _) in references.items() if size != args.image_size},
+        **{f"frozen_features_logreg_{size}": round(accuracy, 4) for size, accuracy in references.items() if size != args.image_size},
         "reference_seconds": round(reference_seconds, 1),
         "image_size": args.image_size,
-        "test_examples": len(test),
+        "test_examples": sum(run["test"] for run in runs.values()),
         "skipped_files": len(full.skipped),
         "minutes_budget": args.minutes,
     }))

@@ -205,10 +205,14 @@ class AppContract:
             assert_user_error(result, *fragments)
 
     @pytest.mark.slow
-    def test_resume_after_the_process_is_killed(self, tmp_path):
+    def test_resume_after_the_process_is_killed_in_mixed_precision(self, tmp_path):
+        """Killed after an epoch, refused without --resume, resumed from the first unfinished epoch.
+        In mixed precision, so that the one run (a process start, two tracings, the saves) also shows
+        float16 training and its loss scale surviving a restart without NaN; a further architecture
+        checks mixed precision on its own (AnotherArchitecture)."""
         out = tmp_path / "run"
         staging = tmp_path / ".run.training"
-        command = [self.app, "train", "--out", str(out), *self.train_args, "--epochs", str(self.resume_epochs)]
+        command = [self.app, "train", "--out", str(out), *self.train_args, "--epochs", str(self.resume_epochs), "--mixed-precision"]
         done = kill_training_after(*command, metadata=staging / "backup" / "training_metadata.json", epochs=1)
         assert 1 <= done < self.resume_epochs and not out.exists()
         assert_user_error(run_cli(self.app, "train", "--out", out, *self.train_args), "interrupted run", "--resume")
@@ -217,11 +221,6 @@ class AppContract:
         epochs = [int(float(v)) for v in history_column(out, "epoch")]
         assert epochs[-1] == done, epochs  # the resumed run went on from the first unfinished epoch
         assert (out / "model.keras").exists() and not staging.exists()
-
-    @pytest.mark.slow
-    def test_mixed_precision_trains_without_nan(self, tmp_path):
-        out = tmp_path / "run"
-        assert_ok(run_cli(self.app, "train", "--out", out, "--epochs", "1", "--mixed-precision", *self.train_args))
         assert all(np.isfinite(history_column(out, "loss")))
         assert json.loads((out / "config.json").read_text())["mixed_precision"] is True
 
@@ -307,3 +306,25 @@ class AppContract:
         assert_same_outputs(served, rest_outputs(out / "serving" / "1", self.app, arguments, binary, signature))
         # A second export's version 2 (shared/export.py, the same for every app) is checked once,
         # with serving, in test_serve.py.
+
+
+class AnotherArchitecture:
+    """Mixed in before an app's first contract class (``class TestContractRnn(AnotherArchitecture,
+    TestContract)``) for each further architecture or data kind of the app: what depends on the
+    model runs again (learning the demo, predict, evaluate, mixed precision, the Keras file, the
+    export); the app's machinery, which is the same code whatever the model and which the first
+    class has checked, does not. Each of these costs a process or a training run of its own."""
+
+    test_resume_after_the_process_is_killed_in_mixed_precision = None
+    test_help_imports_no_tensorflow = None
+    test_a_second_train_into_a_locked_run_folder_gets_one_line = None
+    test_bad_train_options = None
+    test_model_errors_are_one_line = None
+    test_errors_as_a_subprocess_have_no_traceback_and_verbose_shows_one = None
+
+    @pytest.mark.slow
+    def test_mixed_precision_trains_without_nan(self, tmp_path):
+        out = tmp_path / "run"
+        assert_ok(run_cli(self.app, "train", "--out", out, "--epochs", "1", "--mixed-precision", *self.train_args))
+        assert all(np.isfinite(history_column(out, "loss")))
+        assert json.loads((out / "config.json").read_text())["mixed_precision"] is True

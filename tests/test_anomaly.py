@@ -9,7 +9,7 @@ import pytest
 
 from dlapps.apps.anomaly import data as anomaly_data
 
-from .contract import AppContract, predict_json, trained
+from .contract import AnotherArchitecture, AppContract, predict_json, trained
 from .helpers import assert_user_error, run_cli
 
 TABLE = ("--kind", "tabular", "--demo-size", "800", "--hidden-units", "16", "--batch-size", "32", "--learning-rate", "0.01")
@@ -78,7 +78,7 @@ class TestTabularContract(AppContract):
 
 
 @pytest.mark.slow
-class TestSeriesContract(AppContract):
+class TestSeriesContract(AnotherArchitecture, AppContract):
     app = "anomaly"
     train_args = SERIES
     epochs = EPOCHS
@@ -102,7 +102,7 @@ class TestSeriesContract(AppContract):
 
 
 @pytest.mark.slow
-class TestImageContract(AppContract):
+class TestImageContract(AnotherArchitecture, AppContract):
     app = "anomaly"
     train_args = IMAGES
     epochs = EPOCHS

@@ -12,7 +12,7 @@ import pytest
 
 from dlapps.shared.errors import UserError
 
-from .contract import AppContract, predict_json, trained
+from .contract import AnotherArchitecture, AppContract, predict_json, trained
 from .helpers import assert_ok, assert_user_error, run_cli, saved_model_outputs
 
 # tiny backbone, small images, no augmentation: a few seconds of CPU per epoch
@@ -378,8 +378,8 @@ class TestYoloContract(AppContract):
         assert_served_equals_predicted(served, rows)
 
 
-@pytest.mark.slow  # the whole suite again (about as long as the YOLO one): the reader, CLI and errors are shared
-class TestFasterRCNNContract(TestYoloContract):
+@pytest.mark.slow  # what depends on the model again; the reader, CLI and errors are shared (checked by the YOLO class)
+class TestFasterRCNNContract(AnotherArchitecture, TestYoloContract):
     train_args = TINY + ("--arch", "faster-rcnn", "--proposals", "32", "--head-units", "64")
     bad_train_inputs = [({}, ["--roi-size", "1"], ["--roi-size must be between 2 and 32"]),
                         ({}, ["--proposals", "0"], ["--proposals must be between 1 and 2000"])]

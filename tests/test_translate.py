@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from .contract import AppContract, history_column, predict_json, trained
+from .contract import AnotherArchitecture, AppContract, history_column, predict_json, trained
 from .helpers import assert_ok, run_cli, saved_model_outputs
 
 TINY = ("--demo-size", "1500", "--embedding-dim", "32", "--intermediate-dim", "64", "--num-layers", "1",
@@ -57,8 +57,9 @@ class TestContract(AppContract):
 
 
 @pytest.mark.slow
-class TestContractRnn(TestContract):
+class TestContractRnn(AnotherArchitecture, TestContract):
     train_args = TINY_RNN
+    test_tfds_path_offline_with_mock_data = None  # the same reader as the Transformer's, checked there
     epochs = 8
     learned = {"best_value": (5.0, 100.0)}  # 12 when measured
     # --num-heads does not apply to the GRU
