@@ -100,9 +100,8 @@ def splits(full, args):
     return [(f"fold{k}", full.subset(train_index), full.subset(test_index)) for k, (train_index, test_index) in enumerate(folds)]
 
 
-def run_split(name: str, train, test, root: Path, args) -> dict:
+def run_split(name: str, train, test, root: Path, model_seeds: list[int], args) -> dict:
     """On one split: the pretrained runs (one per model seed), the from-scratch peers, the references."""
-    model_seeds = [args.seed + i for i in range(args.seeds)]
     # every training image trains (as for the reference): a checkpoint picked by the loss on ~20 held-back
     # images was noise (seed 1 kept phase one's epoch 4); the cosine schedule ends at a low rate instead
     common = dict(backbone=args.backbone, alpha=args.alpha, image_size=args.image_size, max_minutes=args.minutes,
@@ -160,17 +159,18 @@ def main() -> None:
     print(f"{len(full)} images, classes {sorted(set(full.labels))}, skipped {len(full.skipped)} unusable file(s); "
           f"held-out split(s): " + ", ".join(f"{name} ({len(test)})" for name, _, test in held_out), flush=True)
 
+    model_seeds = [args.seed + i for i in range(args.seeds)]
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
-        runs = {name: run_split(name, train, test, root / name if len(held_out) > 1 else root, args) for name, train, test in held_out}
+        runs = {name: run_split(name, train, test, root / name if len(held_out) > 1 else root, model_seeds, args)
+                for name, train, test in held_out}
 
     # over several folds a figure is each fold's accuracy weighted by its size: the share of all held-out images
     def pooled(values: list[float]) -> float:
         sizes = [run["test"] for run in runs.values()]
         return float(np.dot(values, sizes) / sum(sizes))
 
-    model_seeds = [args.seed + i for i in range(args.seeds)]
     ours_by_seed = [pooled([run["ours"][i][2] for run in runs.values()]) for i in range(args.seeds)]
     peers_by_seed = [pooled([run["peers"][i][2] for run in runs.values()]) for i in range(args.peer_seeds)]
     ours_accuracy = seeds.summary(ours_by_seed)

@@ -12,9 +12,9 @@ import pytest
 # marker's own definition, so `-m "not slow"` is the quick inner loop of everything else.
 TRAINED_FIXTURES = {"run_dir", "tiny_run", "trained", "trained_run", "table_run", "yolo_run", "models", "server", "demo_vae"}
 
-# The longest test files first (measured: detect and translate take about a fifth of the suite each):
+# The longest test files first (measured: detect and translate are the two longest by far):
 # `--dist loadfile` hands whole files to the workers in collection order, so these start at once on
-# the two workers and the short files fill in behind them, instead of a long file starting last.
+# their own workers and the short files fill in behind them, instead of a long file starting last.
 LONGEST_FIRST = ("test_detect.py", "test_translate.py", "test_asr.py", "test_generate.py", "test_anomaly.py",
                  "test_sentiment.py", "test_serve.py")
 

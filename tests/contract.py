@@ -38,6 +38,11 @@ def history_column(run_dir: Path, name: str) -> list[float]:
     return [float(row.split(",")[header.index(name)]) for row in lines[1:]]
 
 
+def assert_trained_in_mixed_precision(run_dir: Path) -> None:
+    assert all(np.isfinite(history_column(run_dir, "loss")))
+    assert json.loads((run_dir / "config.json").read_text())["mixed_precision"] is True
+
+
 def predict_json(app: str, run_dir: Path, inputs, *options) -> list[dict]:
     result = run_cli(app, "predict", *inputs, "--model", run_dir, "--json", *options)
     assert_ok(result)
@@ -221,8 +226,7 @@ class AppContract:
         epochs = [int(float(v)) for v in history_column(out, "epoch")]
         assert epochs[-1] == done, epochs  # the resumed run went on from the first unfinished epoch
         assert (out / "model.keras").exists() and not staging.exists()
-        assert all(np.isfinite(history_column(out, "loss")))
-        assert json.loads((out / "config.json").read_text())["mixed_precision"] is True
+        assert_trained_in_mixed_precision(out)
 
     def test_tfds_path_offline_with_mock_data(self, tmp_path):
         if not self.tfds_name:
@@ -326,5 +330,4 @@ class AnotherArchitecture:
     def test_mixed_precision_trains_without_nan(self, tmp_path):
         out = tmp_path / "run"
         assert_ok(run_cli(self.app, "train", "--out", out, "--epochs", "1", "--mixed-precision", *self.train_args))
-        assert all(np.isfinite(history_column(out, "loss")))
-        assert json.loads((out / "config.json").read_text())["mixed_precision"] is True
+        assert_trained_in_mixed_precision(out)
