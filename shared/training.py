@@ -594,6 +594,8 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
         if loop:
             loop_fit(model, train_ds, val_ds, strategy, stage.epochs, callbacks, backup, steps_per_epoch=steps, verbose=verbose)
         else:
+            with strategy.scope():
+                build_optimizer(model)
             with warnings.catch_warnings():
                 # A pipeline of unknown size (bucket_by_length) ends each epoch by running out, as meant;
                 # Keras would warn after the first epoch that it "ran out of data".
@@ -629,6 +631,19 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
         "train_seconds": round(time.time() - started, 2),
         "last_epoch": {k: v[-1] for k, v in history.items() if k != "epoch" and v},
     }
+
+
+def build_optimizer(model) -> None:
+    """Creates the optimizer's variables before `fit` for a model with Keras's own train_step.
+    Keras's TensorFlow trainer otherwise builds the optimizer inside the first trace of the train
+    step, and since variables appear during that trace, tf.function traces the step a second time:
+    seconds per run (about 10 for the tiny YOLO detector), paid again at every start and resume."""
+    import keras
+
+    optimizer = getattr(model, "optimizer", None)
+    stock_step = type(model).train_step is keras.Model.train_step  # a custom step may use other optimizers
+    if optimizer is not None and not optimizer.built and model.built and stock_step:
+        optimizer.build(model.trainable_variables)
 
 
 def _backed_up_epochs(backup_dir: Path) -> int:
