@@ -97,11 +97,15 @@ class AppContract:
     epochs: int = 3
     # Figures in metrics.json that show the model learned the demo: {key: (low, high)}.
     learned: dict = {}
-    # Options a tiny training needs besides train_args when it is killed and resumed.
+    # Epochs the killed run is started with (it is killed after the first), and options that make
+    # its epochs smaller than train_args' (appended: the last of a repeated option wins).
     resume_epochs: int = 30
+    resume_args: tuple = ()
     # Predict's positional inputs (strings; "paths" apps override `make_inputs`).
     inputs: tuple = ()
     predict_options: tuple = ()
+    # Options of the export test's `export`, given to the `predict` it is compared with too.
+    export_options: tuple = ()
     # Keys `evaluate --json` must return.
     evaluate_keys: tuple = ()
     # A tensorflow-datasets name the app reads (checked offline with tfds.testing.mock_data).
@@ -130,6 +134,10 @@ class AppContract:
     def check_served(self, served: dict, rows: list[dict]) -> None:
         """The SavedModel's outputs equal predict's rows."""
         raise NotImplementedError
+
+    def check_other_signatures(self, saved_model: Path, run_dir: Path, inputs: list[str]) -> None:
+        """The export test's SavedModel's further signatures (default: none to check); one export
+        serves every signature's check, because each export costs a process's worth of tracing."""
 
     # --- one tiny training run per app ---------------------------------------------------------
     @pytest.fixture(scope="class")
@@ -217,7 +225,8 @@ class AppContract:
         checks mixed precision on its own (AnotherArchitecture)."""
         out = tmp_path / "run"
         staging = tmp_path / ".run.training"
-        command = [self.app, "train", "--out", str(out), *self.train_args, "--epochs", str(self.resume_epochs), "--mixed-precision"]
+        command = [self.app, "train", "--out", str(out), *self.train_args, *self.resume_args, "--epochs", str(self.resume_epochs),
+                   "--mixed-precision"]
         done = kill_training_after(*command, metadata=staging / "backup" / "training_metadata.json", epochs=1)
         assert 1 <= done < self.resume_epochs and not out.exists()
         assert_user_error(run_cli(self.app, "train", "--out", out, *self.train_args), "interrupted run", "--resume")
@@ -296,16 +305,17 @@ class AppContract:
 
     def test_export_answers_as_predict_in_a_fresh_process_without_dlapps(self, run_dir, tmp_path):
         out = tmp_path / "exported"
-        result = run_cli(self.app, "export", "--model", run_dir, "--out", out, "--json")
+        result = run_cli(self.app, "export", "--model", run_dir, "--out", out, "--json", *self.export_options)
         assert_ok(result)
         exported = json.loads(result.output.strip().splitlines()[-1])
         assert exported["version"] == 1 and (out / "model.keras").exists()
         assert (out / "serving" / "1" / "saved_model.pb").exists() and "serving_default" in exported["signatures"]
         inputs = self.make_inputs(tmp_path)
-        rows = predict_json(self.app, run_dir, inputs, *self.predict_options)
+        rows = predict_json(self.app, run_dir, inputs, *self.predict_options, *self.export_options)
         arguments, binary, signature = self.serving_call(inputs)
         served = saved_model_outputs(out / "serving" / "1", arguments, signature=signature, binary=binary)
         self.check_served(served, rows)
+        self.check_other_signatures(out / "serving" / "1", run_dir, inputs)
         # `dlapps serve` answers a REST request on this SavedModel as TF Serving would: the same outputs
         assert_same_outputs(served, rest_outputs(out / "serving" / "1", self.app, arguments, binary, signature))
         # A second export's version 2 (shared/export.py, the same for every app) is checked once,

@@ -55,6 +55,13 @@ class TestContract(AppContract):
     def check_served(self, served, rows):
         assert served["translation"] == [r["translation"] for r in rows]
 
+    def check_other_signatures(self, saved_model, run_dir, inputs):
+        """The 'beam' signature (export's default width 4) answers as predict --beam 4."""
+        rows = predict_json("translate", run_dir, inputs, "--beam", "4")
+        served = saved_model_outputs(saved_model, {"source": list(inputs)}, signature="beam")
+        assert served["translation"] == [r["translation"] for r in rows]
+        assert np.allclose(served["score"], [r["score"] for r in rows], atol=1e-3)
+
 
 @pytest.mark.slow
 class TestContractRnn(AnotherArchitecture, TestContract):
@@ -93,16 +100,6 @@ def test_beam_width_one_equals_greedy_and_wider_beams_score_no_worse(tiny_run):
     raw_one = _decoders(model)["beam"](np.asarray(sources, dtype=object), np.int32(1), np.float32(0.0))["score"].numpy()
     raw_four = _decoders(model)["beam"](np.asarray(sources, dtype=object), np.int32(4), np.float32(0.0))["score"].numpy()
     assert np.mean(raw_four >= raw_one - 1e-4) > 0.9, (raw_one, raw_four)
-
-
-@pytest.mark.slow
-def test_exported_beam_signature_answers_as_predict_beam(tiny_run, tmp_path):
-    out = tmp_path / "exported"
-    assert_ok(run_cli("translate", "export", "--model", tiny_run, "--out", out, "--beam", "3", "--json"))
-    rows = predict_json("translate", tiny_run, SOURCES, "--beam", "3")
-    served = saved_model_outputs(out / "serving" / "1", {"source": list(SOURCES)}, signature="beam")
-    assert served["translation"] == [r["translation"] for r in rows]
-    assert np.allclose(served["score"], [r["score"] for r in rows], atol=1e-3)
 
 
 def test_file_stdin_empty_and_overlong_sources(tiny_run, tmp_path):
