@@ -295,6 +295,7 @@ def padded_waveforms(paths):
 class TestContract(AppContract):
     app = "asr"
     train_args = TINY
+    resume_args = ("--demo-size", "48")  # small epochs for the killed run
     epochs = EPOCHS
     learned = {"val_cer": (0.0, 0.35)}
     evaluate_keys = ("cer", "wer", "sentence_accuracy", "utterances", "worst")

@@ -49,6 +49,7 @@ def photos(per_class=3, classes=("ants", "bees")) -> dict:
 class TestContract(AppContract):
     app = "classify"
     train_args = TINY
+    resume_args = ("--demo-size", "80")  # small epochs for the killed run
     epochs = 6
     # validation loss below chance's ln(5) = 1.61 on the 60 held-out demo images
     learned = {"best_value": (0.0, 1.35), "train_size": (240, 240), "val_size": (60, 60)}

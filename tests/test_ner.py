@@ -23,6 +23,7 @@ GOOD = b"Angela B-PER\nMerkel I-PER\nspoke O\n\n"
 class TestContract(AppContract):
     app = "ner"
     train_args = TINY
+    resume_args = ("--demo-size", "100")  # small epochs for the killed run
     epochs = 3
     learned = {"val_f1": (0.8, 1.0)}
     inputs = TEXTS

@@ -18,6 +18,7 @@ TEXTS = ("the plot was not boring", "although the cast was great, the ending fel
 class TestContract(AppContract):
     app = "sentiment"
     train_args = TINY
+    resume_args = ("--demo-size", "300")  # small epochs for the killed run
     epochs = 4
     learned = {"best_value": (0.8, 1.0)}
     inputs = TEXTS

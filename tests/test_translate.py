@@ -23,6 +23,7 @@ SOURCES = ("I have three cats.", "Today we see forty-two dogs.", "She wants one 
 class TestContract(AppContract):
     app = "translate"
     train_args = TINY
+    resume_args = ("--demo-size", "300", "--val-bleu-sentences", "20")  # small epochs for the killed run
     epochs = EPOCHS
     learned = {"best_value": (15.0, 100.0)}  # validation BLEU of the chosen epoch (35 when measured)
     inputs = SOURCES
