@@ -719,6 +719,8 @@ def loop_fit(model, train_ds, val_ds, strategy, epochs: int, callbacks: list, ba
         return reduce(strategy.run(model.test_step, args=(batch,)))
 
     callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    with strategy.scope():
+        build_optimizer(model)  # before the first trace, as for fit
     start_epoch = _restore_backup(model, backup_dir)
     model.stop_training = False
     callback_list.on_train_begin()

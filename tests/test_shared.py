@@ -240,7 +240,8 @@ def test_fit_and_the_distribute_loop_train_alike(tmp_path, custom_loop):
         "config.json", "curves.png", "history.csv", "logs", "metrics.json", "model.keras"]
 
 
-def test_the_train_step_is_traced_once(tmp_path):
+@pytest.mark.parametrize("custom_loop", [False, True])
+def test_the_train_step_is_traced_once(tmp_path, custom_loop):
     """The optimizer is built before fit: built inside the first trace (Keras's default without a
     strategy), its new variables make tf.function trace the whole step again."""
     import keras
@@ -257,7 +258,7 @@ def test_the_train_step_is_traced_once(tmp_path):
                 traces.append(1)  # Python runs while tracing only
             return super().call(inputs)
 
-    app = _tiny_app()
+    app = _tiny_app(custom_loop)
     app.build_model = lambda config, splits: keras.Sequential([keras.Input((4,)), CountingDense(1)])
     training.train(app, TrainConfig(out=str(tmp_path / "run"), epochs=2, learning_rate=0.1))
     assert len(traces) == 1
