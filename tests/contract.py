@@ -135,9 +135,9 @@ class AppContract:
         """The SavedModel's outputs equal predict's rows."""
         raise NotImplementedError
 
-    def check_other_signatures(self, saved_model: Path, run_dir: Path, inputs: list[str]) -> None:
-        """The export test's SavedModel's further signatures (default: none to check); one export
-        serves every signature's check, because each export costs a process's worth of tracing."""
+    def check_other_signatures(self, saved_model: Path, exported: dict, run_dir: Path, inputs: list[str]) -> None:
+        """The export test's SavedModel's further signatures (default: none to check); `exported`
+        is export's --json line. One export serves every signature's check: each costs seconds of tracing."""
 
     # --- one tiny training run per app ---------------------------------------------------------
     @pytest.fixture(scope="class")
@@ -315,7 +315,7 @@ class AppContract:
         arguments, binary, signature = self.serving_call(inputs)
         served = saved_model_outputs(out / "serving" / "1", arguments, signature=signature, binary=binary)
         self.check_served(served, rows)
-        self.check_other_signatures(out / "serving" / "1", run_dir, inputs)
+        self.check_other_signatures(out / "serving" / "1", exported, run_dir, inputs)
         # `dlapps serve` answers a REST request on this SavedModel as TF Serving would: the same outputs
         assert_same_outputs(served, rest_outputs(out / "serving" / "1", self.app, arguments, binary, signature))
         # A second export's version 2 (shared/export.py, the same for every app) is checked once,

@@ -56,7 +56,7 @@ class TestContract(AppContract):
     def check_served(self, served, rows):
         assert served["translation"] == [r["translation"] for r in rows]
 
-    def check_other_signatures(self, saved_model, run_dir, inputs):
+    def check_other_signatures(self, saved_model, exported, run_dir, inputs):
         """The 'beam' signature (export's default width 4) answers as predict --beam 4."""
         rows = predict_json("translate", run_dir, inputs, "--beam", "4")
         served = saved_model_outputs(saved_model, {"source": list(inputs)}, signature="beam")
