@@ -144,7 +144,8 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.25)
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="default: the app's")
     parser.add_argument("--seed", type=int, default=0, help="seed of the held-out split(s) and of the first model")
-    parser.add_argument("--seeds", type=int, default=1, help="pretrained models trained on each split, seeds --seed, --seed+1, ...")
+    parser.add_argument("--model-seed", type=int, default=None, help="seed of the first model (default: --seed); the splits keep --seed")
+    parser.add_argument("--seeds", type=int, default=1, help="pretrained models trained on each split, seeds --model-seed, --model-seed+1, ...")
     parser.add_argument("--peer-seeds", type=int, default=1, help="from-scratch peers trained (the first seeds of --seeds)")
     parser.add_argument("--out", default="", help="folder for the run folders and the split's CSVs (default: a temporary folder)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra classify config values for the pretrained runs")
@@ -159,7 +160,8 @@ def main() -> None:
     print(f"{len(full)} images, classes {sorted(set(full.labels))}, skipped {len(full.skipped)} unusable file(s); "
           f"held-out split(s): " + ", ".join(f"{name} ({len(test)})" for name, _, test in held_out), flush=True)
 
-    model_seeds = [args.seed + i for i in range(args.seeds)]
+    first = args.seed if args.model_seed is None else args.model_seed
+    model_seeds = [first + i for i in range(args.seeds)]
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.out or scratch)
