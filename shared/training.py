@@ -591,11 +591,11 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
         if run.chief:
             callbacks.append(keras.callbacks.TensorBoard(str(run.staging / "logs"), write_graph=False, profile_batch=0))
         steps = app.steps_per_epoch(splits, config)
+        with strategy.scope():
+            build_optimizer(model)  # for fit and the loop alike, before their first trace
         if loop:
             loop_fit(model, train_ds, val_ds, strategy, stage.epochs, callbacks, backup, steps_per_epoch=steps, verbose=verbose)
         else:
-            with strategy.scope():
-                build_optimizer(model)
             with warnings.catch_warnings():
                 # A pipeline of unknown size (bucket_by_length) ends each epoch by running out, as meant;
                 # Keras would warn after the first epoch that it "ran out of data".
@@ -634,7 +634,7 @@ def _train_stages(app, model, train_ds, val_ds, run, config, strategy, splits, l
 
 
 def build_optimizer(model) -> None:
-    """Creates the optimizer's variables before `fit` for a model with Keras's own train_step.
+    """Creates the optimizer's variables before `fit` or `loop_fit` for a model with Keras's own train_step.
     Keras's TensorFlow trainer otherwise builds the optimizer inside the first trace of the train
     step, and since variables appear during that trace, tf.function traces the step a second time:
     seconds per run (about 10 for the tiny YOLO detector), paid again at every start and resume."""
@@ -719,8 +719,6 @@ def loop_fit(model, train_ds, val_ds, strategy, epochs: int, callbacks: list, ba
         return reduce(strategy.run(model.test_step, args=(batch,)))
 
     callback_list = keras.callbacks.CallbackList(callbacks, model=model)
-    with strategy.scope():
-        build_optimizer(model)  # before the first trace, as for fit
     start_epoch = _restore_backup(model, backup_dir)
     model.stop_training = False
     callback_list.on_train_begin()

@@ -274,6 +274,8 @@ EPOCHS = 8
 # (words, rate, subtype, channels): the model rate as 16-bit PCM,
 # 44.1 kHz float stereo and 8 kHz 24-bit (resampled by predict).
 SPOKEN = ((("seven", "two"), RATE, "PCM_16", 1), (("nine",), 44100, "FLOAT", 2), (("one", "zero", "five"), 8000, "PCM_24", 1))
+# More sample formats: 24-bit and float at the model rate, unsigned 8-bit at 8 kHz.
+OTHER_FORMATS = ((("eight", "three"), RATE, "PCM_24", 1), (("four",), RATE, "FLOAT", 2), (("six", "one"), 8000, "PCM_U8", 1))
 
 
 def write_inputs(tmp_path, spoken=SPOKEN):
@@ -352,10 +354,9 @@ class TestContract(AppContract):
         import jiwer
 
         assert exported["sample_rate"] == RATE
-        spoken = ((("eight", "three"), RATE, "PCM_24", 1), (("four",), RATE, "FLOAT", 2), (("six", "one"), 8000, "PCM_U8", 1))
         folder = Path(inputs[0]).parent / "wav"
         folder.mkdir()
-        paths = write_inputs(folder, spoken)
+        paths = write_inputs(folder, OTHER_FORMATS)
         served = saved_model_outputs(saved_model, {"wav": [open(p, "rb").read() for p in paths]}, signature="transcribe_wav",
                                      binary=("wav",))
         rows = predict_json("asr", run_dir, paths, "--timestamps", "none")
@@ -381,8 +382,7 @@ def test_learning_rate_decays_by_cosine_over_the_epochs(tiny_run):
 
 
 def test_beam_with_character_times_and_stdin(tiny_run, tmp_path):
-    spoken = ((("eight", "three"), RATE, "PCM_24", 1), (("four",), RATE, "FLOAT", 2), (("six", "one"), 8000, "PCM_U8", 1))
-    paths = write_inputs(tmp_path, spoken)
+    paths = write_inputs(tmp_path, OTHER_FORMATS)
     rows = predict_json("asr", tiny_run, paths, "--timestamps", "none")
     beam = predict_json("asr", tiny_run, paths, "--beam", "8", "--timestamps", "characters")
     assert all(len(r["characters"]) == len(r["transcript"]) for r in beam)

@@ -57,8 +57,10 @@ class TestContract(AppContract):
         assert served["translation"] == [r["translation"] for r in rows]
 
     def check_other_signatures(self, saved_model, exported, run_dir, inputs):
-        """The 'beam' signature (export's default width 4) answers as predict --beam 4."""
-        rows = predict_json("translate", run_dir, inputs, "--beam", "4")
+        """The 'beam' signature (export's default width) answers as predict with that beam."""
+        from dlapps.apps.translate.config import TranslateExportOptions
+
+        rows = predict_json("translate", run_dir, inputs, "--beam", str(TranslateExportOptions().beam))
         served = saved_model_outputs(saved_model, {"source": list(inputs)}, signature="beam")
         assert served["translation"] == [r["translation"] for r in rows]
         assert np.allclose(served["score"], [r["score"] for r in rows], atol=1e-3)
