@@ -51,8 +51,9 @@ def write_csv(image_set: classify_data.ImageSet, path: Path) -> Path:
     return path
 
 
-def train_and_score(overrides: dict, test_csv: Path) -> tuple[dict, dict, float]:
-    """The app's own train, then its evaluate on the held-out CSV."""
+def train_and_score(overrides: dict, test_csv: Path) -> tuple[dict, dict, float, float]:
+    """The app's own train, then its evaluate on the held-out CSV; also the accuracy of the same
+    weights with test-time flip averaging (--test-flip), which needs no training of its own."""
     from dlapps.shared import training
 
     config = resolve(APP.config, None, overrides)
@@ -61,7 +62,14 @@ def train_and_score(overrides: dict, test_csv: Path) -> tuple[dict, dict, float]
     seconds = time.time() - started
     model = training.load_model(config.out, APP.name)
     options = ClassifyEvaluateOptions(data=str(test_csv))
-    return metrics, APP.evaluate(model, APP.evaluation_data(config, options), options), seconds
+    result = APP.evaluate(model, APP.evaluation_data(config, options), options)
+    if model.test_flip:
+        return metrics, result, result["accuracy"], seconds
+    # FlipBatch and AverageFlips have no weights, so the twin's weights line up with the model's
+    flipping = type(model).from_config({**model.get_config(), "test_flip": True})
+    flipping.set_weights(model.get_weights())
+    flipped = APP.evaluate(flipping, APP.evaluation_data(config, options), options)
+    return metrics, result, flipped["accuracy"], seconds
 
 
 def frozen_features_logreg(train, test, weights: str, image_size: int, alpha: float, seed: int) -> tuple[float, float]:
@@ -109,17 +117,18 @@ def run_split(name: str, train, test, root: Path, model_seeds: list[int], args) 
     root.mkdir(parents=True, exist_ok=True)
     # in --out, so that the run folders can be evaluated afterwards (their config.json names train.csv)
     train_csv, test_csv = write_csv(train, root / "train.csv"), write_csv(test, root / "test.csv")
-    ours, peers = [], []
+    ours, ours_flipped, peers = [], [], []
     for index, seed in enumerate(model_seeds):
         # the pretrained runs train with the app's defaults (the --set values aside): what a user gets
         overrides = dict(common, seed=seed, data=str(train_csv), out=str(root / f"pretrained_seed{seed}"), weights=args.weights)
         overrides.update(dict(kv.split("=", 1) for kv in args.set))
-        metrics, result, seconds = train_and_score(overrides, test_csv)
+        metrics, result, flipped, seconds = train_and_score(overrides, test_csv)
         ours.append((seed, metrics, result["accuracy"], seconds))
-        print(f"{name} seed {seed}: pretrained {result['accuracy']:.4f} ({seconds:.0f} s, best epoch {metrics['best_epoch']} "
-              f"of {metrics['epochs_run']})", flush=True)
+        ours_flipped.append(flipped)
+        print(f"{name} seed {seed}: pretrained {result['accuracy']:.4f}, with test-time flips {flipped:.4f} ({seconds:.0f} s, "
+              f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']})", flush=True)
         if index < args.peer_seeds:
-            metrics, result, seconds = train_and_score(
+            metrics, result, _, seconds = train_and_score(
                 dict(common, seed=seed, data=str(train_csv), out=str(root / f"scratch_seed{seed}"), weights="none",
                      epochs=40, learning_rate=1e-3), test_csv)
             peers.append((seed, metrics, result["accuracy"], seconds))
@@ -128,7 +137,7 @@ def run_split(name: str, train, test, root: Path, model_seeds: list[int], args) 
     reference_sizes = sorted({args.image_size, 224}, key=lambda size: size != args.image_size)
     references = {size: frozen_features_logreg(train, test, args.weights, size, args.alpha, args.seed) for size in reference_sizes}
     print(f"{name}: reference " + ", ".join(f"@{size} {a:.4f}" for size, (a, _) in references.items()), flush=True)
-    return {"ours": ours, "peers": peers, "references": references, "train": len(train), "test": len(test)}
+    return {"ours": ours, "ours_flipped": ours_flipped, "peers": peers, "references": references, "train": len(train), "test": len(test)}
 
 
 def main() -> None:
@@ -176,6 +185,7 @@ def main() -> None:
     ours_by_seed = [pooled([run["ours"][i][2] for run in runs.values()]) for i in range(args.seeds)]
     peers_by_seed = [pooled([run["peers"][i][2] for run in runs.values()]) for i in range(args.peer_seeds)]
     ours_accuracy = seeds.summary(ours_by_seed)
+    flipped_accuracy = seeds.summary([pooled([run["ours_flipped"][i] for run in runs.values()]) for i in range(args.seeds)])
     peer_accuracy = seeds.summary(peers_by_seed) if peers_by_seed else None
     references = {size: pooled([run["references"][size][0] for run in runs.values()]) for size in next(iter(runs.values()))["references"]}
     reference_seconds = float(np.mean([run["references"][args.image_size][1] for run in runs.values()]))
@@ -194,6 +204,8 @@ def main() -> None:
     print(f"{'model':<58} {'accuracy (mean, spread)':>24} {'seconds':>8}")
     print(f"{'ours: ' + name + ' pretrained, head then top layers':<58} "
           f"{ours_accuracy['mean']:>9.4f} {ours_accuracy['spread']:>6.4f} x{args.seeds:<6} {ours_seconds:>8.1f}")
+    print(f"{'ours, the same models with test-time flip averaging':<58} "
+          f"{flipped_accuracy['mean']:>9.4f} {flipped_accuracy['spread']:>6.4f} x{args.seeds:<6}")
     if peers_by_seed:
         print(f"{'peer: ' + name + ' from scratch, same budget':<58} "
               f"{peer_accuracy['mean']:>9.4f} {peer_accuracy['spread']:>6.4f} x{args.peer_seeds:<6} {peer_seconds:>8.1f}")
@@ -215,7 +227,10 @@ def main() -> None:
         "seeds": model_seeds,
         "values": ours_accuracy["each"],
         "spread": ours_accuracy["spread"],
+        "test_flip_value": flipped_accuracy["mean"],
+        "test_flip_values": flipped_accuracy["each"],
         **({"folds": {fold: {"ours": [round(a, 4) for _, _, a, _ in run["ours"]],
+                             "ours_test_flip": [round(a, 4) for a in run["ours_flipped"]],
                              "reference": round(run["references"][args.image_size][0], 4)} for fold, run in runs.items()}}
            if len(runs) > 1 else {}),
         "peer": f"{name} from scratch (same app, --weights none)",
