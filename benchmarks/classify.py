@@ -51,9 +51,22 @@ def write_csv(image_set: classify_data.ImageSet, path: Path) -> Path:
     return path
 
 
-def train_and_score(overrides: dict, test_csv: Path) -> tuple[dict, dict, float, float]:
+def inference_variants(image_size: int, test_sizes: list[int]) -> dict[str, dict]:
+    """Ways to run the same trained weights at inference, each a change to the model's config:
+    test-time flip averaging, and other input sizes (the backbone is convolutional and pools
+    globally, so its weights fit any size; training at one size and testing at a larger one
+    corrects the apparent object size that zoom augmentation shifts, Touvron et al. 2019)."""
+    variants = {"test_flip": {"test_flip": True}}
+    for size in test_sizes:
+        if size != image_size:
+            variants[f"size{size}"] = {"image_size": size}
+            variants[f"size{size}_test_flip"] = {"image_size": size, "test_flip": True}
+    return variants
+
+
+def train_and_score(overrides: dict, test_csv: Path, test_sizes: list[int] = ()) -> tuple[dict, float, float, dict]:
     """The app's own train, then its evaluate on the held-out CSV; also the accuracy of the same
-    weights with test-time flip averaging (--test-flip), which needs no training of its own."""
+    weights run in each of ``inference_variants`` (no training of their own)."""
     from dlapps.shared import training
 
     config = resolve(APP.config, None, overrides)
@@ -62,14 +75,15 @@ def train_and_score(overrides: dict, test_csv: Path) -> tuple[dict, dict, float,
     seconds = time.time() - started
     model = training.load_model(config.out, APP.name)
     options = ClassifyEvaluateOptions(data=str(test_csv))
-    result = APP.evaluate(model, APP.evaluation_data(config, options), options)
-    if model.test_flip:
-        return metrics, result, result["accuracy"], seconds
-    # FlipBatch and AverageFlips have no weights, so the twin's weights line up with the model's
-    flipping = type(model).from_config({**model.get_config(), "test_flip": True})
-    flipping.set_weights(model.get_weights())
-    flipped = APP.evaluate(flipping, APP.evaluation_data(config, options), options)
-    return metrics, result, flipped["accuracy"], seconds
+    accuracy = APP.evaluate(model, APP.evaluation_data(config, options), options)["accuracy"]
+    variants = {}
+    for variant, changes in inference_variants(config.image_size, test_sizes).items():
+        # FlipBatch and AverageFlips have no weights, and no weight's shape depends on the image size,
+        # so the twin's weights line up with the model's
+        twin = type(model).from_config({**model.get_config(), **changes})
+        twin.set_weights(model.get_weights())
+        variants[variant] = APP.evaluate(twin, APP.evaluation_data(config, options), options)["accuracy"]
+    return metrics, accuracy, seconds, variants
 
 
 def frozen_features_logreg(train, test, weights: str, image_size: int, alpha: float, seed: int) -> tuple[float, float]:
@@ -117,27 +131,27 @@ def run_split(name: str, train, test, root: Path, model_seeds: list[int], args) 
     root.mkdir(parents=True, exist_ok=True)
     # in --out, so that the run folders can be evaluated afterwards (their config.json names train.csv)
     train_csv, test_csv = write_csv(train, root / "train.csv"), write_csv(test, root / "test.csv")
-    ours, ours_flipped, peers = [], [], []
+    ours, ours_variants, peers = [], [], []
     for index, seed in enumerate(model_seeds):
         # the pretrained runs train with the app's defaults (the --set values aside): what a user gets
         overrides = dict(common, seed=seed, data=str(train_csv), out=str(root / f"pretrained_seed{seed}"), weights=args.weights)
         overrides.update(dict(kv.split("=", 1) for kv in args.set))
-        metrics, result, flipped, seconds = train_and_score(overrides, test_csv)
-        ours.append((seed, metrics, result["accuracy"], seconds))
-        ours_flipped.append(flipped)
-        print(f"{name} seed {seed}: pretrained {result['accuracy']:.4f}, with test-time flips {flipped:.4f} ({seconds:.0f} s, "
-              f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']})", flush=True)
+        metrics, accuracy, seconds, variants = train_and_score(overrides, test_csv, args.test_sizes)
+        ours.append((seed, metrics, accuracy, seconds))
+        ours_variants.append(variants)
+        print(f"{name} seed {seed}: pretrained {accuracy:.4f} ({seconds:.0f} s, best epoch {metrics['best_epoch']} of "
+              f"{metrics['epochs_run']}); the same weights: " + ", ".join(f"{k} {a:.4f}" for k, a in variants.items()), flush=True)
         if index < args.peer_seeds:
-            metrics, result, _, seconds = train_and_score(
+            metrics, accuracy, seconds, _ = train_and_score(
                 dict(common, seed=seed, data=str(train_csv), out=str(root / f"scratch_seed{seed}"), weights="none",
                      epochs=40, learning_rate=1e-3), test_csv)
-            peers.append((seed, metrics, result["accuracy"], seconds))
-            print(f"{name} seed {seed}: from scratch {result['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
+            peers.append((seed, metrics, accuracy, seconds))
+            print(f"{name} seed {seed}: from scratch {accuracy:.4f} ({seconds:.0f} s)", flush=True)
     # the reference at the models' image size; also at 224 (the ImageNet weights' own size) when that differs
     reference_sizes = sorted({args.image_size, 224}, key=lambda size: size != args.image_size)
     references = {size: frozen_features_logreg(train, test, args.weights, size, args.alpha, args.seed) for size in reference_sizes}
     print(f"{name}: reference " + ", ".join(f"@{size} {a:.4f}" for size, (a, _) in references.items()), flush=True)
-    return {"ours": ours, "ours_flipped": ours_flipped, "peers": peers, "references": references, "train": len(train), "test": len(test)}
+    return {"ours": ours, "ours_variants": ours_variants, "peers": peers, "references": references, "train": len(train), "test": len(test)}
 
 
 def main() -> None:
@@ -156,6 +170,8 @@ def main() -> None:
     parser.add_argument("--model-seed", type=int, default=None, help="seed of the first model (default: --seed); the splits keep --seed")
     parser.add_argument("--seeds", type=int, default=1, help="pretrained models trained on each split, seeds --model-seed, --model-seed+1, ...")
     parser.add_argument("--peer-seeds", type=int, default=1, help="from-scratch peers trained (the first seeds of --seeds)")
+    parser.add_argument("--test-sizes", type=int, nargs="*", default=[], metavar="SIZE",
+                        help="also score each trained model's weights at these image sizes (with and without flips)")
     parser.add_argument("--out", default="", help="folder for the run folders and the split's CSVs (default: a temporary folder)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra classify config values for the pretrained runs")
     args = parser.parse_args()
@@ -185,7 +201,8 @@ def main() -> None:
     ours_by_seed = [pooled([run["ours"][i][2] for run in runs.values()]) for i in range(args.seeds)]
     peers_by_seed = [pooled([run["peers"][i][2] for run in runs.values()]) for i in range(args.peer_seeds)]
     ours_accuracy = seeds.summary(ours_by_seed)
-    flipped_accuracy = seeds.summary([pooled([run["ours_flipped"][i] for run in runs.values()]) for i in range(args.seeds)])
+    variant_accuracy = {variant: seeds.summary([pooled([run["ours_variants"][i][variant] for run in runs.values()]) for i in range(args.seeds)])
+                        for variant in inference_variants(args.image_size, args.test_sizes)}
     peer_accuracy = seeds.summary(peers_by_seed) if peers_by_seed else None
     references = {size: pooled([run["references"][size][0] for run in runs.values()]) for size in next(iter(runs.values()))["references"]}
     reference_seconds = float(np.mean([run["references"][args.image_size][1] for run in runs.values()]))
@@ -204,8 +221,8 @@ def main() -> None:
     print(f"{'model':<58} {'accuracy (mean, spread)':>24} {'seconds':>8}")
     print(f"{'ours: ' + name + ' pretrained, head then top layers':<58} "
           f"{ours_accuracy['mean']:>9.4f} {ours_accuracy['spread']:>6.4f} x{args.seeds:<6} {ours_seconds:>8.1f}")
-    print(f"{'ours, the same models with test-time flip averaging':<58} "
-          f"{flipped_accuracy['mean']:>9.4f} {flipped_accuracy['spread']:>6.4f} x{args.seeds:<6}")
+    for variant, accuracy in variant_accuracy.items():
+        print(f"{'ours, the same models: ' + variant:<58} {accuracy['mean']:>9.4f} {accuracy['spread']:>6.4f} x{args.seeds:<6}")
     if peers_by_seed:
         print(f"{'peer: ' + name + ' from scratch, same budget':<58} "
               f"{peer_accuracy['mean']:>9.4f} {peer_accuracy['spread']:>6.4f} x{args.peer_seeds:<6} {peer_seconds:>8.1f}")
@@ -227,10 +244,10 @@ def main() -> None:
         "seeds": model_seeds,
         "values": ours_accuracy["each"],
         "spread": ours_accuracy["spread"],
-        "test_flip_value": flipped_accuracy["mean"],
-        "test_flip_values": flipped_accuracy["each"],
+        "same_weights": {variant: {"value": accuracy["mean"], "values": accuracy["each"]} for variant, accuracy in variant_accuracy.items()},
         **({"folds": {fold: {"ours": [round(a, 4) for _, _, a, _ in run["ours"]],
-                             "ours_test_flip": [round(a, 4) for a in run["ours_flipped"]],
+                             **{f"ours_{variant}": [round(v[variant], 4) for v in run["ours_variants"]]
+                                for variant in inference_variants(args.image_size, args.test_sizes)},
                              "reference": round(run["references"][args.image_size][0], 4)} for fold, run in runs.items()}}
            if len(runs) > 1 else {}),
         "peer": f"{name} from scratch (same app, --weights none)",
