@@ -106,6 +106,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=Word2VecConfig.batch_size)
     parser.add_argument("--row-update-cap", type=float, default=Word2VecConfig.row_update_cap)
     parser.add_argument("--shared-negatives", type=int, default=Word2VecConfig.shared_negatives)
+    parser.add_argument("--window-draw", choices=("word", "batch"), default=Word2VecConfig.window_draw,
+                        help="ours: reduced window drawn per centre word (gensim's way) or per batch (less work)")
     parser.add_argument("--restrict-vocab", type=int, default=30000)
     parser.add_argument("--token-pattern", default="[a-z]+")
     parser.add_argument("--max-files", type=int, default=0, help="use only the first N files of a corpus folder")
@@ -121,7 +123,8 @@ def main():
         corpus = corpus_folder(args.corpus, args.max_files, scratch)
         base = dict(data=corpus, epochs=args.epochs, model=args.model, dim=args.dim, window=args.window,
                     negative=args.negative, min_count=args.min_count, sample=args.sample, batch_size=args.batch_size,
-                    row_update_cap=args.row_update_cap, shared_negatives=args.shared_negatives, token_pattern=args.token_pattern)
+                    row_update_cap=args.row_update_cap, shared_negatives=args.shared_negatives, token_pattern=args.token_pattern,
+                    window_draw=args.window_draw)
         # the same sentences for gensim, from the app's own tokeniser
         sentences, source = w2v_data.read_corpus(Word2VecConfig(**base))
         words = sum(len(s) for s in sentences)
@@ -212,6 +215,7 @@ def main():
                                           "peer": seeds.summary([peer["similarity"][i]["spearman"] for peer in peers])}
                        for i, name in enumerate(similarity)},
         "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "shared_negatives": args.shared_negatives,
+        "window_draw": args.window_draw,
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }))
 

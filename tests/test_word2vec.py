@@ -247,13 +247,53 @@ def test_shared_negatives_batches_pad_the_last_batch():
     from dlapps.apps.word2vec.config import Word2VecConfig
     from dlapps.apps.word2vec.data import make_training_dataset
 
-    config = Word2VecConfig(batch_size=96, window=window, negative=4, shared_negatives=8, epochs=1, learning_rate=0.025)
+    config = Word2VecConfig(batch_size=96, window=window, negative=4, shared_negatives=8, epochs=1, learning_rate=0.025,
+                            window_draw="word")  # one reach: batches keep their order
     direct = list(epoch_batches(short, epoch=0, epochs=1, batch_size=96, window=window, negative=4, learning_rate=0.025,
                                 min_learning_rate=config.min_learning_rate, seed=config.seed, share=8))
     piped = list(make_training_dataset(short, config, {"epoch": 0}, group=5).as_numpy_iterator())
     assert len(piped) == len(direct) == 21
     for ours, theirs in zip(piped, direct):
         assert all(np.array_equal(ours[key], theirs[key]) for key in theirs)
+
+
+def test_window_drawn_per_batch_keeps_the_pair_odds_and_narrows_each_batch():
+    """window_draw="batch": each batch has one reach r (tokens B + 2r, mask B x 2r), and a pair
+    at distance d is trained on as often as with gensim's per-word draw: (window - d + 1) / window."""
+    from dlapps.apps.word2vec.config import Word2VecConfig
+    from dlapps.apps.word2vec.data import Corpus, epoch_batches, keep_probabilities, negative_cdf, make_training_dataset
+
+    counts = np.array([40] * 50, dtype=np.int64)
+    ids = np.random.default_rng(4).permutation(np.repeat(np.arange(50, dtype=np.int32), counts))  # 2,000 words
+    corpus = Corpus(ids, np.arange(len(ids), dtype=np.int32) // 25, keep_probabilities(counts, 0), negative_cdf(counts))
+    window, size = 4, 8
+    odds = {}
+    for draw in ("word", "batch"):
+        on, seen, reaches = np.zeros(window + 1), np.zeros(window + 1), set()
+        for epoch in range(12):
+            for batch in epoch_batches(corpus, epoch=epoch, epochs=12, batch_size=size, window=window, negative=3,
+                                       learning_rate=0.025, min_learning_rate=1e-4, seed=0, window_draw=draw):
+                reach = batch["mask"].shape[1] // 2
+                reaches.add(reach)
+                assert len(batch["tokens"]) == len(batch["mask"]) + 2 * reach
+                for j, offset in enumerate([o for o in range(-reach, reach + 1) if o]):
+                    on[abs(offset)] += batch["mask"][:, j].sum()
+        # pairs inside a sentence at each distance, whatever the draw: one per centre and side
+        for d in range(1, window + 1):
+            same = corpus.sentence_ids[d:] == corpus.sentence_ids[:-d]
+            seen[d] = 2 * same.sum() * 12
+        odds[draw] = on[1:] / seen[1:]
+        assert reaches == ({window} if draw == "word" else set(range(1, window + 1)))
+    expected = (window - np.arange(1, window + 1) + 1) / window
+    np.testing.assert_allclose(odds["word"], expected, atol=0.02)
+    np.testing.assert_allclose(odds["batch"], expected, atol=0.06)
+    # the pipeline groups batches of one reach together and hands every batch over once
+    config = Word2VecConfig(batch_size=size, window=window, negative=3, epochs=1, window_draw="batch")
+    direct = list(epoch_batches(corpus, epoch=0, epochs=1, batch_size=size, window=window, negative=3, learning_rate=0.025,
+                                min_learning_rate=config.min_learning_rate, seed=config.seed, window_draw="batch"))
+    piped = list(make_training_dataset(corpus, config, {"epoch": 0}, group=5).as_numpy_iterator())
+    key = lambda b: (float(b["learning_rate"]), b["tokens"].tobytes(), b["mask"].tobytes())  # noqa: E731
+    assert sorted(map(key, piped)) == sorted(map(key, direct)) and len(direct) == 250
 
 
 def _reference_step(word, context, tokens, mask, negatives, rate, objective, cap):
@@ -293,19 +333,20 @@ def _reference_step(word, context, tokens, mask, negatives, rate, objective, cap
     return word + d_word, context + d_context
 
 
-@pytest.mark.parametrize("objective, share, cap, size", [
-    ("skipgram", 1, 0, 6), ("skipgram", 2, 3, 6), ("cbow", 2, 0, 6), ("cbow", 1, 2, 6),
-    ("skipgram", 1, 0, 5),  # an odd number of centres
-    ("cbow", 3, 2, 3),  # one group of negatives for the whole batch
+@pytest.mark.parametrize("objective, share, cap, size, window", [
+    ("skipgram", 1, 0, 6, 2), ("skipgram", 2, 3, 6, 2), ("cbow", 2, 0, 6, 2), ("cbow", 1, 2, 6, 2),
+    ("skipgram", 1, 0, 5, 2),  # an odd number of centres
+    ("cbow", 3, 2, 3, 2),  # one group of negatives for the whole batch
+    ("skipgram", 2, 0, 6, 1), ("cbow", 1, 0, 6, 3),  # other reaches: a batch's width is its own
 ])
-def test_train_step_matches_pairwise_reference(objective, share, cap, size):
+def test_train_step_matches_pairwise_reference(objective, share, cap, size, window):
     import keras
     import tensorflow as tf
 
     from dlapps.apps.word2vec.model import Word2Vec
 
     rng = np.random.default_rng(3)
-    vocabulary, window, dim = [f"w{i}" for i in range(9)], 2, 4
+    vocabulary, dim = [f"w{i}" for i in range(9)], 4
     model = Word2Vec(vocabulary, [10] * 9, dim=dim, objective=objective, row_update_cap=cap)
     model.context_embedding.embeddings.assign(rng.normal(0, 0.5, (9, dim)).astype(np.float32))
     model.word_embedding.embeddings.assign(rng.normal(0, 0.5, (9, dim)).astype(np.float32))

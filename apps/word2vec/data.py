@@ -166,7 +166,8 @@ class Corpus:
 
 
 def epoch_batches(corpus: Corpus, *, epoch: int, epochs: int, batch_size: int, window: int, negative: int,
-                  learning_rate: float, min_learning_rate: float, seed: int, share: int = 1, chunk: int = 1 << 17):
+                  learning_rate: float, min_learning_rate: float, seed: int, share: int = 1, window_draw: str = "word",
+                  chunk: int = 1 << 17):
     """One epoch of training batches, as dicts of NumPy arrays. A batch is a run of B consecutive
     words of the subsampled corpus (the centre words) with `window` words of context on each side:
 
@@ -177,6 +178,11 @@ def epoch_batches(corpus: Corpus, *, epoch: int, epochs: int, batch_size: int, w
     (falling linearly over all epochs, as gensim's alpha). Each word's vector is gathered and
     updated once per batch, not once per pair. `batch_size` must be a multiple of `share`; the
     epoch's last batch is padded to one with masked-out centres.
+
+    `window_draw` "word" draws each centre's reduced window (1..window) on its own, as gensim; "batch"
+    draws one reach r per batch and narrows that batch to it: tokens [B + 2r], mask [B, 2r]. Every
+    (centre, context) pair keeps gensim's chance of being trained on, and a step computes only
+    the offsets it uses (on average (window + 1) / (2 * window) of them: 60% at window 5).
     """
     rng = np.random.default_rng([seed, epoch])
     kept = rng.random(len(corpus.ids)) < corpus.keep[corpus.ids]
@@ -188,17 +194,25 @@ def epoch_batches(corpus: Corpus, *, epoch: int, epochs: int, batch_size: int, w
     offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)])
     distance = np.abs(offsets)
     chunk = max(batch_size, chunk - chunk % batch_size)
+    per_batch = window_draw == "batch"
     for start in range(0, total, chunk):
         end = min(start + chunk, total)
         positions = np.arange(start, end)[:, None] + offsets + window
-        reach = window - rng.integers(0, window, size=end - start)  # gensim's reduced window: 1..window
-        mask = ((padded_sentences[positions] == sentences[start:end, None]) & (distance <= reach[:, None])).astype(np.float32)
+        in_sentence = padded_sentences[positions] == sentences[start:end, None]
+        if per_batch:
+            reaches = window - rng.integers(0, window, size=-(-(end - start) // batch_size))
+        else:  # gensim's reduced window: each centre word draws 1..window
+            in_sentence &= distance <= (window - rng.integers(0, window, size=end - start))[:, None]
+        mask = in_sentence.astype(np.float32)
         negatives = draw_negatives(corpus.cdf, rng, (-(-(end - start) // share), negative))
         for first in range(start, end, batch_size):
             last = min(first + batch_size, end)
             progress = (epoch + last / total) / epochs
             rate = max(min_learning_rate, learning_rate - (learning_rate - min_learning_rate) * progress)
             tokens, centres = padded_ids[first : last + 2 * window], mask[first - start : last - start]
+            if per_batch:  # only the batch's own reach: the margins and mask columns beyond it go
+                reach = int(reaches[(first - start) // batch_size])
+                tokens, centres = tokens[window - reach : len(tokens) - window + reach], centres[:, distance <= reach]
             missing = -(last - first) % share  # only in the epoch's last batch: centres without context
             if missing:
                 tokens = np.concatenate([tokens, np.zeros(missing, np.int32)])
@@ -220,25 +234,27 @@ def make_training_dataset(corpus: Corpus, config, epoch_counter: dict, group: in
     fresh Python thread state, conversions), which is a tenth of a step when paid per batch."""
     import tensorflow as tf
 
-    width = 2 * config.window
-
     def generate():
         batches = epoch_batches(
             corpus, epoch=epoch_counter["epoch"], epochs=config.epochs, batch_size=config.batch_size,
             window=config.window, negative=config.negative, learning_rate=config.learning_rate,
             min_learning_rate=config.min_learning_rate, seed=config.seed, share=config.shared_negatives,
+            window_draw=config.window_draw,
         )
-        pending = []
-        for batch in itertools.chain(batches, [None]):
-            if pending and (batch is None or len(pending) == group or batch["mask"].shape != pending[0]["mask"].shape):
-                yield {key: np.stack([b[key] for b in pending]) for key in pending[0]}
-                pending = []
-            if batch is not None:
-                pending.append(batch)
+        pending = {}  # mask shape -> batches of that shape (one reach each when drawn per batch)
+        for batch in batches:
+            same = pending.setdefault(batch["mask"].shape, [])
+            same.append(batch)
+            if len(same) == group:
+                yield {key: np.stack([b[key] for b in same]) for key in same[0]}
+                same.clear()
+        for same in pending.values():
+            if same:
+                yield {key: np.stack([b[key] for b in same]) for key in same[0]}
 
     signature = {
         "tokens": tf.TensorSpec([None, None], tf.int32),
-        "mask": tf.TensorSpec([None, None, width], tf.float32),
+        "mask": tf.TensorSpec([None, None, None], tf.float32),  # [., batch, 2 * reach]
         "negatives": tf.TensorSpec([None, None, config.negative], tf.int32),  # [., batch / shared_negatives, negative]
         "learning_rate": tf.TensorSpec([None], tf.float32),
     }

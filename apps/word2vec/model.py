@@ -97,19 +97,20 @@ class Word2Vec(TaskModel):
 
         tokens, mask = batch["tokens"], batch["mask"]
         negatives, rate = batch["negatives"], batch["learning_rate"]
-        window = mask.shape[1] // 2
+        window = tf.shape(mask)[1] // 2  # a batch's own reach (the data may draw one per batch)
         size = tf.shape(mask)[0]
         groups = tf.shape(negatives)[0]  # consecutive centres share a draw of negatives: size = groups * share
         share = size // groups
-        offsets = [o for o in range(-window, window + 1) if o]
+        offsets = tf.concat([tf.range(-window, 0), tf.range(1, window + 1)], axis=0)
+        positions = tf.range(size)[:, None] + window + offsets[None, :]  # [B, 2W]: each context word's place in the run
         word_table = self.word_embedding.embeddings.value  # tf.Variables: gathers and scatters stay sparse
         context_table = self.context_embedding.embeddings.value
 
-        # the batch is a run of consecutive words: gather each word's vector once, then view the
-        # run through each context offset instead of gathering every (centre, context) pair
+        # the batch is a run of consecutive words: gather each word's vector from the table once,
+        # then each (centre, context) pair's from the small run, not from the table
         centers = tokens[window : window + size]
         run = tf.gather(word_table, tokens)  # [B + 2W, D]
-        inputs = tf.stack([run[window + o : window + o + size] for o in offsets], axis=1)  # [B, 2W, D]
+        inputs = tf.gather(run, positions)  # [B, 2W, D]
         positive = tf.gather(context_table, centers)  # [B, D]: each centre is its own true target
         negative = tf.gather(context_table, negatives)  # [G, K, D]: one draw per group of `share` centres
         # a negative that happens to be the centre word is skipped, as gensim does
@@ -149,10 +150,10 @@ class Word2Vec(TaskModel):
             positive_weights, input_pairs = has_context, mask
             pairs = tf.reduce_sum(has_context)
 
-        # each context offset's updates (and pair counts) land back on the run's positions
-        def to_run(per_offset):
-            return tf.add_n([tf.pad(per_offset[:, j], [[window + o, window - o]] + [[0, 0]] * (per_offset.shape.rank - 2))
-                             for j, o in enumerate(offsets)])
+        # each pair's update (and pair count) lands back on its context word's place in the run
+        def to_run(per_pair):
+            flat = tf.reshape(per_pair, tf.concat([[-1], tf.shape(per_pair)[2:]], axis=0))
+            return tf.math.unsorted_segment_sum(flat, tf.reshape(positions, [-1]), size + 2 * window)
 
         # log-likelihood of the batch (for the curves), from the scores the update used
         loss = -(tf.reduce_sum(tf.math.log_sigmoid(positive_scores) * positive_weights)
