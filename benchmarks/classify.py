@@ -201,8 +201,10 @@ def main() -> None:
     ours_by_seed = [pooled([run["ours"][i][2] for run in runs.values()]) for i in range(args.seeds)]
     peers_by_seed = [pooled([run["peers"][i][2] for run in runs.values()]) for i in range(args.peer_seeds)]
     ours_accuracy = seeds.summary(ours_by_seed)
+    # the variants the models were scored in (train_and_score's, from each model's own image size)
+    variants = list(next(iter(runs.values()))["ours_variants"][0])
     variant_accuracy = {variant: seeds.summary([pooled([run["ours_variants"][i][variant] for run in runs.values()]) for i in range(args.seeds)])
-                        for variant in inference_variants(args.image_size, args.test_sizes)}
+                        for variant in variants}
     peer_accuracy = seeds.summary(peers_by_seed) if peers_by_seed else None
     references = {size: pooled([run["references"][size][0] for run in runs.values()]) for size in next(iter(runs.values()))["references"]}
     reference_seconds = float(np.mean([run["references"][args.image_size][1] for run in runs.values()]))
@@ -247,7 +249,7 @@ def main() -> None:
         "same_weights": {variant: {"value": accuracy["mean"], "values": accuracy["each"]} for variant, accuracy in variant_accuracy.items()},
         **({"folds": {fold: {"ours": [round(a, 4) for _, _, a, _ in run["ours"]],
                              **{f"ours_{variant}": [round(v[variant], 4) for v in run["ours_variants"]]
-                                for variant in inference_variants(args.image_size, args.test_sizes)},
+                                for variant in variants},
                              "reference": round(run["references"][args.image_size][0], 4)} for fold, run in runs.items()}}
            if len(runs) > 1 else {}),
         "peer": f"{name} from scratch (same app, --weights none)",

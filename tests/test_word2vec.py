@@ -267,9 +267,11 @@ def test_window_drawn_per_batch_keeps_the_pair_odds_and_narrows_each_batch():
     ids = np.random.default_rng(4).permutation(np.repeat(np.arange(50, dtype=np.int32), counts))  # 2,000 words
     corpus = Corpus(ids, np.arange(len(ids), dtype=np.int32) // 25, keep_probabilities(counts, 0), negative_cdf(counts))
     window, size = 4, 8
+    # pairs inside a sentence at each distance, whatever the draw: one per centre and side, each epoch
+    seen = np.array([2 * (corpus.sentence_ids[d:] == corpus.sentence_ids[:-d]).sum() * 12 for d in range(1, window + 1)])
     odds = {}
     for draw in ("word", "batch"):
-        on, seen, reaches = np.zeros(window + 1), np.zeros(window + 1), set()
+        on, reaches = np.zeros(window + 1), set()
         for epoch in range(12):
             for batch in epoch_batches(corpus, epoch=epoch, epochs=12, batch_size=size, window=window, negative=3,
                                        learning_rate=0.025, min_learning_rate=1e-4, seed=0, window_draw=draw):
@@ -278,11 +280,7 @@ def test_window_drawn_per_batch_keeps_the_pair_odds_and_narrows_each_batch():
                 assert len(batch["tokens"]) == len(batch["mask"]) + 2 * reach
                 for j, offset in enumerate([o for o in range(-reach, reach + 1) if o]):
                     on[abs(offset)] += batch["mask"][:, j].sum()
-        # pairs inside a sentence at each distance, whatever the draw: one per centre and side
-        for d in range(1, window + 1):
-            same = corpus.sentence_ids[d:] == corpus.sentence_ids[:-d]
-            seen[d] = 2 * same.sum() * 12
-        odds[draw] = on[1:] / seen[1:]
+        odds[draw] = on[1:] / seen
         assert reaches == ({window} if draw == "word" else set(range(1, window + 1)))
     expected = (window - np.arange(1, window + 1) + 1) / window
     np.testing.assert_allclose(odds["word"], expected, atol=0.02)
@@ -290,7 +288,8 @@ def test_window_drawn_per_batch_keeps_the_pair_odds_and_narrows_each_batch():
     # the pipeline groups batches of one reach together and hands every batch over once
     config = Word2VecConfig(batch_size=size, window=window, negative=3, epochs=1, window_draw="batch")
     direct = list(epoch_batches(corpus, epoch=0, epochs=1, batch_size=size, window=window, negative=3, learning_rate=0.025,
-                                min_learning_rate=config.min_learning_rate, seed=config.seed, window_draw="batch"))
+                                min_learning_rate=config.min_learning_rate, seed=config.seed, share=config.shared_negatives,
+                                window_draw="batch"))
     piped = list(make_training_dataset(corpus, config, {"epoch": 0}, group=5).as_numpy_iterator())
     key = lambda b: (float(b["learning_rate"]), b["tokens"].tobytes(), b["mask"].tobytes())  # noqa: E731
     assert sorted(map(key, piped)) == sorted(map(key, direct)) and len(direct) == 250

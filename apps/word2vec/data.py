@@ -241,16 +241,17 @@ def make_training_dataset(corpus: Corpus, config, epoch_counter: dict, group: in
             min_learning_rate=config.min_learning_rate, seed=config.seed, share=config.shared_negatives,
             window_draw=config.window_draw,
         )
+        def stacked(same):
+            return {key: np.stack([b[key] for b in same]) for key in same[0]}
+
         pending = {}  # mask shape -> batches of that shape (one reach each when drawn per batch)
         for batch in batches:
             same = pending.setdefault(batch["mask"].shape, [])
             same.append(batch)
             if len(same) == group:
-                yield {key: np.stack([b[key] for b in same]) for key in same[0]}
+                yield stacked(same)
                 same.clear()
-        for same in pending.values():
-            if same:
-                yield {key: np.stack([b[key] for b in same]) for key in same[0]}
+        yield from (stacked(same) for same in pending.values() if same)
 
     signature = {
         "tokens": tf.TensorSpec([None, None], tf.int32),
